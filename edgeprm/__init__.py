@@ -1,0 +1,1 @@
+"""edgeprm: process-reward-model scoring on small hardware."""
