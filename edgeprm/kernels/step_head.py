@@ -18,7 +18,11 @@ The three PRM families map onto one head:
 - value-head:      w2/b2 = reward_head (C = 1);
 - token-prob:      w2 = lm_head rows [bad, good] (C = 2), no bias.
 
-`step_head_ref` is the pure-PyTorch reference (the CPU path and the tests' baseline).
+`step_head_ref` is the pure-PyTorch reference (the CPU path and the tests' baseline). `step_head_triton` is the
+fused Triton version: it gathers the rows through `hidden`'s strides inside the kernel, so neither a [B, T, .] nor an
+[S, H] intermediate is materialised; its jit kernels live in `_step_head_triton.py` (read that header for the
+design) and this file holds its launcher, which validates everything before launching.
+`step_head` dispatches between the two (see `select_impl`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,11 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+try:
+    import triton
+except ImportError:  # the package works without triton: the reference runs everywhere
+    triton = None
 
 
 class Aggregation(str, enum.Enum):
@@ -196,6 +205,126 @@ def step_head_ref(hidden, positions, offsets, head: StepHeadWeights, aggregation
         final_rewards[has] = step_rewards[(offsets[1:][has] - 1).long()]
     scores = aggregate_ref(step_rewards, offsets, final_rewards, aggregation, alpha)
     return step_rewards, final_rewards, scores
+
+
+# ----------------------------------------------------------------------------------------------- Triton launcher
+
+_KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def check_runnable(device: torch.device, interpreted: bool) -> None:
+    """Raise if kernels built with `interpreted` (TRITON_INTERPRET) cannot run on tensors on `device`."""
+    if device.type == "cpu" and not interpreted:
+        raise RuntimeError(
+            "the Triton step head got CPU tensors but its kernels were built for a GPU. To run them on CPU in the "
+            "Triton interpreter, set TRITON_INTERPRET=1 before edgeprm's Triton kernels are first used (e.g. export it "
+            "in the shell); otherwise use the reference (EDGEPRM_KERNEL=ref, or unset it to get the default on CPU)")
+    if device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"the Triton step head runs on CUDA (or CPU in the interpreter); got {device.type} tensors. "
+                           f"Use step_head_ref or EDGEPRM_KERNEL=ref")
+
+
+def _kernels(device: torch.device):
+    if triton is None:
+        raise RuntimeError("the Triton step head needs triton (`pip install 'edgeprm[triton]'`, Linux); without it "
+                           f"use the reference: step_head_ref, or {KERNEL_ENV}=ref")
+    from edgeprm.kernels import _step_head_triton as tk  # deferred: decorating the kernels reads TRITON_INTERPRET
+
+    check_runnable(device, tk.INTERPRET)
+    return tk
+
+
+def _check_launch(hidden, positions, offsets, head, final_positions, seq_offsets, out, interpreted):
+    """Device, dtype and output-buffer checks the reference does not need (check_inputs covers shapes and ranges)."""
+    dev = hidden.device
+    tensors = {"positions": positions, "offsets": offsets, "final_positions": final_positions,
+               "seq_offsets": seq_offsets, "head.w1": head.w1, "head.b1": head.b1, "head.w2": head.w2,
+               "head.b2": head.b2}
+    for name, t in tensors.items():
+        if t is not None and t.device != dev:
+            raise ValueError(f"{name} is on {t.device} but hidden is on {dev}; move it with .to(hidden.device)")
+    for name, t in {"hidden": hidden, **{k: v for k, v in tensors.items() if k.startswith("head.")}}.items():
+        if t is not None and t.dtype not in _KERNEL_DTYPES:
+            raise ValueError(f"{name} must be one of {_KERNEL_DTYPES} for the Triton step head; got {t.dtype}")
+        if t is not None and interpreted and t.dtype == torch.bfloat16:
+            raise ValueError(f"{name} is bfloat16, which the Triton interpreter computes wrongly; use float16 or "
+                             f"float32 under TRITON_INTERPRET=1 (bfloat16 runs on a GPU)")
+    if hidden.numel() and min(hidden.stride()) < 0:  # cannot happen in torch today; the kernel assumes it
+        raise ValueError(f"hidden must have non-negative strides; got {hidden.stride()}")
+    b = offsets.numel() - 1
+    if out is not None:
+        want = ((positions.numel(),), (b,), (b,))
+        if len(out) != 3:
+            raise ValueError(f"out must be (step_rewards, trajectory_rewards, scores); got {len(out)} tensors")
+        for name, t, shape in zip(("step_rewards", "trajectory_rewards", "scores"), out, want):
+            if tuple(t.shape) != shape or t.dtype != torch.float32 or t.device != dev or not t.is_contiguous():
+                raise ValueError(f"out {name} must be a contiguous float32 {list(shape)} tensor on {dev}; got "
+                                 f"{t.dtype} {list(t.shape)} on {t.device} (contiguous={t.is_contiguous()})")
+
+
+def step_head_triton(hidden, positions, offsets, head: StepHeadWeights, aggregation: str = "mean", alpha: float = 1.0,
+                     final_positions=None, seq_offsets=None, *, out=None):
+    """Fused Triton step head; same inputs and outputs as `step_head_ref`.
+
+    hidden [B, T, H] (any strides) or packed [N, H] with seq_offsets [B + 1]; fp16/bf16/fp32 (bf16 on GPU only).
+    Returns (step_rewards [S_total], trajectory_rewards [B], scores [B]), fp32.
+    out: optional (step_rewards, trajectory_rewards, scores) fp32 buffers to write into and return; every element
+    is written (the tests pass poisoned buffers to prove it).
+    On CPU tensors it runs only under the Triton interpreter (TRITON_INTERPRET=1).
+    """
+    tk = _kernels(hidden.device)
+    _check_launch(hidden, positions, offsets, head, final_positions, seq_offsets, out, tk.INTERPRET)
+    check_inputs(hidden, positions, offsets, head, aggregation, final_positions, seq_offsets)
+    dev, f32, i32 = hidden.device, torch.float32, torch.int32
+    b, s, h, c = offsets.numel() - 1, positions.numel(), head.hidden_size, head.num_classes
+    if out is None:
+        out = (torch.empty(s, dtype=f32, device=dev), torch.empty(b, dtype=f32, device=dev),
+               torch.empty(b, dtype=f32, device=dev))
+    if b == 0:
+        return tuple(out)
+
+    # Rows to score: the S steps, then the B final positions, as (trajectory, position) pairs; int32 is safe
+    # because check_inputs bounded every position by its sequence length.
+    row_traj = torch.repeat_interleave(torch.arange(b, dtype=i32, device=dev), (offsets[1:] - offsets[:-1]).long(),
+                                       output_size=s)
+    row_pos = positions.to(i32)
+    if final_positions is not None:
+        row_traj = torch.cat([row_traj, torch.arange(b, dtype=i32, device=dev)])
+        row_pos = torch.cat([row_pos, final_positions.to(i32)])
+    r = row_pos.numel()
+    packed = hidden.dim() == 2
+    stride_b, stride_t = (0, hidden.stride(0)) if packed else (hidden.stride(0), hidden.stride(1))
+    seq_off = seq_offsets.to(i32) if packed else row_traj  # never read when not packed
+    nslot = triton.cdiv(h, tk.MIN_BLOCK_N) if head.w1 is not None else 1
+    partials = torch.zeros((max(r, 1), nslot, c), dtype=f32, device=dev)
+    r_bucket = min(max(triton.next_power_of_2(r), 16), 4096)  # autotune key: re-tune per size class, not per call
+
+    if r and head.w1 is not None:
+        dot_dtype = torch.promote_types(hidden.dtype, head.w1.dtype)
+
+        def grid(meta):
+            return triton.cdiv(r, meta["BLOCK_M"]), triton.cdiv(h, meta["BLOCK_N"])
+
+        tk._classifier_partials_kernel[grid](
+            hidden, row_traj, row_pos, seq_off, head.w1, head.w1 if head.b1 is None else head.b1, head.w2, partials,
+            r, h, r_bucket, nslot, stride_b, stride_t, hidden.stride(-1), head.w1.stride(0), head.w1.stride(1),
+            head.w2.stride(0), head.w2.stride(1),
+            C=c, HAS_B1=head.b1 is not None, PACKED=packed, DOT_DTYPE=tk.TL_DTYPES[dot_dtype],
+            DOT_PRECISION="ieee" if dot_dtype == f32 else "tf32")
+    elif r:
+        def grid(meta):
+            return (triton.cdiv(r, meta["BLOCK_M"]),)
+
+        tk._linear_partials_kernel[grid](
+            hidden, row_traj, row_pos, seq_off, head.w2, partials, r, h, r_bucket,
+            stride_b, stride_t, hidden.stride(-1), head.w2.stride(0), head.w2.stride(1), C=c, PACKED=packed)
+
+    tk._finish_kernel[(b,)](
+        partials, head.w2 if head.b2 is None else head.b2, offsets.to(i32), out[0], out[1], out[2],
+        s, nslot, float(alpha),
+        C=c, HAS_B2=head.b2 is not None, HAS_FINAL=final_positions is not None, AGG=Aggregation(aggregation).value,
+        NSLOT_P2=triton.next_power_of_2(nslot), BLOCK_S=tk.FINISH_BLOCK_S)
+    return tuple(out)
 
 
 KERNEL_ENV = "EDGEPRM_KERNEL"
