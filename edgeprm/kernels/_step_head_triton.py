@@ -208,13 +208,12 @@ def _finish_kernel(
         last += tl.sum(tl.where(rows == hi - 1, r, 0.0), axis=0)
 
     n = hi - lo
-    nan = float("nan")
     if HAS_FINAL:
         frows = S + b + lane
         fr = _rewards(partial_ptr, b2_ptr, frows, lane == 0, NSLOT, C, HAS_B2, NSLOT_P2)
         final = tl.sum(tl.where(lane == 0, fr, 0.0), axis=0)
     else:
-        final = tl.where(n > 0, last, nan)
+        final = tl.where(n > 0, last, float("nan"))
     mean = total / tl.maximum(n, 1).to(tl.float32)
     if AGG == "mean":
         score = mean
@@ -227,4 +226,4 @@ def _finish_kernel(
     else:  # "reasonflux"
         score = mean + alpha * final
     tl.store(traj_out_ptr + b, final)
-    tl.store(score_out_ptr + b, tl.where(n > 0, score, nan))
+    tl.store(score_out_ptr + b, tl.where(n > 0, score, float("nan")))
