@@ -172,7 +172,7 @@ def add_score_parser(sub) -> None:
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     p.add_argument("--truncate", action="store_true", help="score what fits; cut steps get null rewards")
     p.add_argument("--token-budget", type=int, default=8192, help="padded tokens per forward batch")
-    p.add_argument("--chunk-rows", type=int, default=64, help="rows read, scored and written at a time")
+    p.add_argument("--chunk-rows", type=int, default=128, help="rows read, scored and written at a time")
     p.add_argument("--resume", action="store_true", help="keep rows already written and score the rest")
     p.add_argument("--skip-bad", action="store_true", help="record bad rows in OUT.errors.jsonl and go on")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

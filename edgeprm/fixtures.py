@@ -101,7 +101,7 @@ def build_tokenizer(out_dir: str | os.PathLike, vocab_size: int = 640, seed: int
 
 
 def tiny_qwen2_config(vocab_size: int, hidden_size: int = 40, num_layers: int = 2, num_heads: int = 4,
-                      num_kv_heads: int = 2, intermediate_size: int = 72, max_position_embeddings: int = 1024,
+                      num_kv_heads: int = 2, intermediate_size: int = 72, max_position_embeddings: int = 4096,
                       tie_word_embeddings: bool = False, **extra) -> dict:
     """config.json contents of a small Qwen2 model (head_dim = hidden_size / num_heads must be even)."""
     return {
