@@ -14,7 +14,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from edgeprm.loading import Family, TokenProbSpec, single_token_id
+from edgeprm.families import Family, TokenProbSpec
+from edgeprm.tokenizer import PRMTokenizer
 from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory, neutralise
 
 SEP_TOKEN = "<extra_0>"
@@ -53,24 +54,24 @@ def _token_at(starts: list[int], offsets: list[tuple[int, int]], char: int) -> i
 class Encoder:
     """Turns Trajectories into `Encoded` for one family and tokenizer."""
 
-    def __init__(self, family: Family, tokenizer, max_length: int, split: str = DEFAULT_SPLIT,
+    def __init__(self, family: Family, tokenizer: PRMTokenizer, max_length: int, split: str = DEFAULT_SPLIT,
                  token_prob: TokenProbSpec | None = None, system_prompt: str = SYSTEM_PROMPT):
         self.family = Family(family)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.split = split
         self.system_prompt = system_prompt
-        self.reserved = list(tokenizer.get_added_vocab())
+        self.reserved = tokenizer.added_tokens
         if self.family is Family.STEP_CLASSIFIER:
-            if SEP_TOKEN not in tokenizer.get_vocab():
+            self.sep_id = tokenizer.token_id(SEP_TOKEN)
+            if self.sep_id is None:
                 raise ValueError(f"the tokenizer has no {SEP_TOKEN!r} token, which a step-classifier PRM needs")
-            self.sep_id = tokenizer.convert_tokens_to_ids(SEP_TOKEN)
-            if not getattr(tokenizer, "chat_template", None):
+            if not tokenizer.chat_template:
                 raise ValueError("a step-classifier PRM's tokenizer needs a chat template (tokenizer_config.json "
                                  "'chat_template')")
         elif self.family is Family.TOKEN_PROB:
             self.spec = token_prob or TokenProbSpec()
-            self.tag_id = single_token_id(tokenizer, self.spec.step_tag, "step tag")
+            self.tag_id = tokenizer.single_token_id(self.spec.step_tag, "step tag")
             self.reserved.append(self.spec.step_tag.strip())
 
     def encode(self, traj: Trajectory, truncate: bool = False) -> Encoded:
@@ -105,8 +106,8 @@ class Encoder:
         body = "".join(neutralise(s, self.reserved) + SEP_TOKEN for s in segments)
         messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": problem},
                     {"role": "assistant", "content": body}]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
-        ids = self.tokenizer(text)["input_ids"]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=False)
+        ids, _ = self.tokenizer.encode(text)
         positions = [i for i, t in enumerate(ids) if t == self.sep_id]
         if len(positions) != len(segments):
             raise AssertionError(f"{len(positions)} separator tokens for {len(segments)} segments in {traj.id!r}")
@@ -122,15 +123,14 @@ class Encoder:
             text += neutralise(seg, self.reserved)
             spans.append((len(text), len(text) + len(tag)))
             text += tag
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+        ids, offsets = self.tokenizer.encode(text)
         starts = [o[0] for o in offsets]
         positions = []
         for k, (_, b) in enumerate(spans):
             p = _token_at(starts, offsets, b - 1)
             if ids[p] != self.tag_id:
                 raise ValueError(f"step {k} of id {traj.id!r}: the step tag {tag!r} merged with the text around it "
-                                 f"(token {self.tokenizer.convert_ids_to_tokens(ids[p])!r}); end the step with "
+                                 f"(token id {ids[p]}); end the step with "
                                  "a space or punctuation")
             positions.append(p)
         return ids, positions
@@ -143,7 +143,6 @@ class Encoder:
                 text += self.split
             text += seg
             ends.append(len(text))
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+        ids, offsets = self.tokenizer.encode(text)
         starts = [o[0] for o in offsets]
         return ids, [_token_at(starts, offsets, e - 1) for e in ends]

@@ -8,38 +8,21 @@ step-classifier never enters memory, and a token-prob PRM reads two rows of its 
 
 from __future__ import annotations
 
-import enum
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from edgeprm.families import FAMILIES, Family, TokenProbSpec, parse_family
 from edgeprm.kernels.step_head import StepHeadWeights
+from edgeprm.tokenizer import PRMTokenizer
 
-
-class Family(str, enum.Enum):
-    STEP_CLASSIFIER = "step-classifier"
-    VALUE_HEAD = "value-head"
-    TOKEN_PROB = "token-prob"
-
-
-FAMILIES = tuple(f.value for f in Family)
 REWARD_HEAD_FILE = "reward_head.pt"
 CLASSIFIER_HEAD_KEYS = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
 HUB_PATTERNS = ["*.json", "*.safetensors", REWARD_HEAD_FILE, "*.model", "*.txt", "*.jinja"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass(frozen=True)
-class TokenProbSpec:
-    """How a token-prob PRM marks steps and reads its verdict: a step tag and a good/bad token pair."""
-
-    step_tag: str = " ки"
-    good_token: str = "+"
-    bad_token: str = "-"
 
 
 def resolve_model_dir(model: str | os.PathLike, revision: str | None = None) -> Path:
@@ -95,13 +78,6 @@ def detect_family(model_dir: Path, config: dict, weights: SafetensorsCheckpoint)
         f"['Qwen2ForProcessRewardModel'] with score.0/score.2 tensors), a value-head ({REWARD_HEAD_FILE} beside a "
         f"causal LM), or a token-prob PRM (config.json 'edgeprm': {{'step_tag', 'good_token', 'bad_token'}}); "
         f"found architectures={archs}. Pass family=one of {FAMILIES} to choose one.")
-
-
-def parse_family(family, where: str = "family") -> Family:
-    try:
-        return Family(family)
-    except ValueError:
-        raise ValueError(f"{where} must be one of {FAMILIES}; got {family!r}") from None
 
 
 class SafetensorsCheckpoint:
@@ -245,17 +221,10 @@ def load_value_head(model_dir: Path, hidden: int) -> StepHeadWeights:
     )
 
 
-def single_token_id(tokenizer, text: str, what: str) -> int:
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    if len(ids) != 1:
-        raise ValueError(f"the {what} {text!r} must be exactly one token in this tokenizer; it encodes to {ids}")
-    return ids[0]
-
-
-def load_token_prob_head(model_dir: Path, config: dict, weights: SafetensorsCheckpoint, tokenizer,
+def load_token_prob_head(model_dir: Path, config: dict, weights: SafetensorsCheckpoint, tokenizer: PRMTokenizer,
                          spec: TokenProbSpec, hidden: int) -> StepHeadWeights:
-    good = single_token_id(tokenizer, spec.good_token, "good token")
-    bad = single_token_id(tokenizer, spec.bad_token, "bad token")
+    good = tokenizer.single_token_id(spec.good_token, "good token")
+    bad = tokenizer.single_token_id(spec.bad_token, "bad token")
     vocab = config.get("vocab_size")
     for tok, i in ((spec.good_token, good), (spec.bad_token, bad)):
         if vocab is not None and i >= vocab:
@@ -272,26 +241,3 @@ def load_token_prob_head(model_dir: Path, config: dict, weights: SafetensorsChec
     bias = weights.get("lm_head.bias", rows=None)[[bad, good]] if "lm_head.bias" in weights else None
     return StepHeadWeights(w2=_check_head(key + " rows", str(model_dir), rows, (2, hidden)),
                            b2=None if bias is None else bias.float())
-
-
-def load_tokenizer(model_dir: Path):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-    except Exception as e:
-        raise ValueError(f"{model_dir}: could not load its tokenizer ({type(e).__name__}: {e}); a PRM checkpoint "
-                         "needs tokenizer.json / tokenizer_config.json beside config.json") from e
-    if not getattr(tok, "is_fast", False):
-        raise ValueError(f"{model_dir}: edgeprm needs a fast tokenizer (tokenizer.json) to locate step positions")
-    return tok
-
-
-def token_prob_spec_from(config: dict, step_tag=None, good_token=None, bad_token=None) -> TokenProbSpec:
-    section = config.get("edgeprm") or {}
-    default = TokenProbSpec()
-    return TokenProbSpec(
-        step_tag=step_tag or section.get("step_tag") or default.step_tag,
-        good_token=good_token or section.get("good_token") or default.good_token,
-        bad_token=bad_token or section.get("bad_token") or default.bad_token,
-    )

@@ -9,52 +9,37 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from edgeprm.encoding import Encoded, Encoder
-from edgeprm.kernels.step_head import AGGREGATIONS, step_head
-from edgeprm.loading import (
+from edgeprm.families import (
+    DEFAULT_AGGREGATION,
+    FAMILY_MAX_LENGTH,
     Family,
+    check_aggregation,
+    parse_family,
+    token_prob_spec_from,
+)
+from edgeprm.kernels.step_head import step_head
+from edgeprm.loading import (
     SafetensorsCheckpoint,
     detect_family,
     load_backbone,
     load_classifier_head,
     load_token_prob_head,
-    load_tokenizer,
     load_value_head,
-    parse_family,
     read_config,
     resolve_model_dir,
-    token_prob_spec_from,
 )
+from edgeprm.results import ScoreResult
+from edgeprm.tokenizer import PRMTokenizer
 from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory, as_trajectory
 
-# The score each family reports unless told otherwise: the value-head PRM's paper recipe, and the weakest step for
-# the per-step families (one bad step sinks a solution).
-DEFAULT_AGGREGATION = {Family.STEP_CLASSIFIER: "min", Family.VALUE_HEAD: "reasonflux", Family.TOKEN_PROB: "min"}
-# The value-head reference truncates at 2048 tokens; the others are bounded by their position embeddings.
-FAMILY_MAX_LENGTH = {Family.VALUE_HEAD: 2048}
 QUANTIZATIONS = (None, "int8", "int4")
 BACKENDS = ("torch", "onnx")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class ScoreResult:
-    """Rewards of one trajectory. Steps cut by truncation are None (and `truncated` is True)."""
-
-    step_rewards: list[float | None]
-    trajectory_reward: float | None
-    score: float
-    truncated: bool = False
-    num_tokens: int = 0
-    id: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -83,8 +68,7 @@ class Scorer:
                  aggregation: str, alpha: float = 1.0, token_budget: int = 8192, max_batch_size: int = 32,
                  padding_side: str = "right", truncate: bool = False, pad_id: int = 0, model_dir: Path | None = None,
                  quantization: str | None = None):
-        if aggregation not in AGGREGATIONS:
-            raise ValueError(f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}")
+        check_aggregation(aggregation)
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
         if token_budget < 1 or max_batch_size < 1:
@@ -256,7 +240,7 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
     fam = parse_family(family) if family is not None else detect_family(model_dir, config, weights)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = PRMTokenizer.from_dir(model_dir)
     hidden = config.get("hidden_size")
     if not isinstance(hidden, int):
         raise ValueError(f"{model_dir / 'config.json'} has no integer hidden_size")
@@ -275,6 +259,6 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
         limit = max_length
     encoder = Encoder(fam, tokenizer, limit, split, spec if fam is Family.TOKEN_PROB else None)
     backbone = load_backbone(model_dir, config, weights, torch_dtype, dev)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer.pad_token_id
     return Scorer(backbone, head, encoder, fam, dev, aggregation or DEFAULT_AGGREGATION[fam], alpha, token_budget,
                   max_batch_size, padding_side, truncate, pad_id, model_dir, quantization)

@@ -27,27 +27,17 @@ design) and this file holds its launcher, which validates everything before laun
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass
 
 import torch
 
+from edgeprm.families import AGGREGATIONS, Aggregation  # one list of choices for both backends
+
 try:
     import triton
 except ImportError:  # the package works without triton: the reference runs everywhere
     triton = None
-
-
-class Aggregation(str, enum.Enum):
-    MEAN = "mean"
-    MIN = "min"
-    LAST = "last"
-    PROD = "prod"
-    REASONFLUX = "reasonflux"
-
-
-AGGREGATIONS = tuple(a.value for a in Aggregation)
 
 
 @dataclass(frozen=True)
