@@ -17,7 +17,14 @@ __all__ = ["AGGREGATIONS", "FAMILIES", "Family", "ScoreResult", "Scorer", "Token
 
 
 def load(model=None, quantization=None, backend="torch", device="auto", **options):
-    """Load a PRM and return its scorer (see `edgeprm.scorer.load` for every option)."""
+    """Load a PRM and return its scorer (see `edgeprm.scorer.load` for every option).
+
+    backend="onnx" loads an exported bundle with the torch-free runtime (`edgeprm.export.runtime.load_onnx`).
+    """
+    if backend == "onnx":
+        from edgeprm.export.runtime import load_onnx
+
+        return load_onnx(model, quantization=quantization, device=device, **options)
     from edgeprm.scorer import load as _load
 
     return _load(model, quantization, backend, device, **options)

@@ -229,8 +229,11 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if backend == "onnx":
-        raise ValueError("backend='onnx' needs an exported bundle and is not available in this build of edgeprm; "
-                         "use backend='torch'")
+        from edgeprm.export.runtime import load_onnx
+
+        return load_onnx(model, quantization=quantization, device=device, family=family, aggregation=aggregation,
+                         alpha=alpha, max_length=max_length, truncate=truncate, split=split,
+                         token_budget=token_budget, max_batch_size=max_batch_size)
     if quantization is not None:
         raise ValueError(f"quantization={quantization!r} is not available in this build of edgeprm; load with "
                          "quantization=None")
