@@ -153,7 +153,7 @@ def cmd_score(args) -> int:
 def add_score_parser(sub) -> None:
     from edgeprm.kernels.step_head import AGGREGATIONS
     from edgeprm.loading import FAMILIES
-    from edgeprm.scorer import BACKENDS, DTYPES
+    from edgeprm.scorer import BACKENDS, DTYPES, QUANTIZATIONS
 
     p = sub.add_parser("score", help="score a JSONL file of trajectories",
                        description="Rows: {id?, problem, steps: [...]} or {id?, problem, solution}, optional response."
@@ -161,7 +161,7 @@ def add_score_parser(sub) -> None:
     p.add_argument("input", help="input JSONL ('-' for standard input)")
     p.add_argument("-o", "--output", required=True, help="output JSONL (written atomically)")
     p.add_argument("--model", default=None, help="checkpoint directory or hub id (default: the bundled demo PRM)")
-    p.add_argument("--quantization", choices=["int8", "int4"], default=None)
+    p.add_argument("--quantization", choices=[q for q in QUANTIZATIONS if q], default=None)
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--dtype", default="auto", choices=[*DTYPES, "auto"])

@@ -209,7 +209,12 @@ def default_model_dir() -> Path:
 
         tmp = cache.with_name(cache.name + f".tmp{os.getpid()}")
         build_step_classifier(tmp, seed=0)
-        tmp.rename(cache) if not cache.exists() else None
+        try:
+            tmp.rename(cache)  # atomic: a concurrent first run either wins or finds the finished directory
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
     return cache
 
 
