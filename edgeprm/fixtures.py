@@ -167,13 +167,20 @@ def build_step_classifier(out_dir: str | os.PathLike, seed: int = 0, shards: int
                           head_bias: tuple[float, float] | None = None, **config_kw) -> Path:
     """Write a tiny Qwen2ForProcessRewardModel checkpoint (backbone + score.0/score.2 head + unused lm_head).
 
+    `tokenizer_dir` reuses a tokenizer written by `build_tokenizer` instead of training the default one.
+
     `head_bias` sets score.2's bias, e.g. (0, -200) to make the positive probability underflow to exactly 0.
     """
     out_dir = Path(out_dir)
-    tok = build_tokenizer(tokenizer_dir or out_dir, seed=seed)
-    if tokenizer_dir is not None:
+    if tokenizer_dir is None:
+        tok = build_tokenizer(out_dir, seed=seed)
+    else:  # reuse a tokenizer built with build_tokenizer (e.g. trained on the data to be scored)
+        from transformers import AutoTokenizer
+
+        out_dir.mkdir(parents=True, exist_ok=True)
         for f in ("tokenizer.json", "tokenizer_config.json"):
             (out_dir / f).write_bytes((Path(tokenizer_dir) / f).read_bytes())
+        tok = AutoTokenizer.from_pretrained(str(out_dir))
     config = tiny_qwen2_config(len(tok), **config_kw)
     config["architectures"] = ["Qwen2ForProcessRewardModel"]
     config["auto_map"] = {"AutoConfig": "configuration_qwen2_rm.Qwen2RMConfig",

@@ -10,6 +10,7 @@ import pytest
 
 from edgeprm.cli import main
 from edgeprm.data import gsm8k_rows, write_jsonl
+from edgeprm.fixtures import build_step_classifier, build_tokenizer
 
 from .conftest import GSM8K
 
@@ -114,7 +115,11 @@ def test_gsm8k_all_solutions_through_the_cli(tmp_path, checkpoints, capsys):
     src, out = tmp_path / "gsm8k.jsonl", tmp_path / "scored.jsonl"
     n = write_jsonl(gsm8k_rows(GSM8K), src)
     assert n == 5276
-    assert run_cli(src, "-o", out, "--model", checkpoints["step-classifier"], "--token-budget", "16384") == 0
+    # A tokenizer trained on the data's own words, like a real PRM's large vocabulary, keeps sequences short.
+    texts = [r["problem"] + "\n" + "\n".join(r["steps"]) for r in gsm8k_rows(GSM8K)]
+    build_tokenizer(tmp_path / "tok", vocab_size=4000, corpus=texts)
+    model = build_step_classifier(tmp_path / "model", seed=3, tokenizer_dir=tmp_path / "tok")
+    assert run_cli(src, "-o", out, "--model", model, "--token-budget", "16384") == 0
     print(capsys.readouterr().err.strip().splitlines()[-1], file=sys.stderr)  # the rows/s summary
     got = read(out)
     assert len(got) == n and [r["id"] for r in got] == [r["id"] for r in gsm8k_rows(GSM8K)]
