@@ -1,14 +1,13 @@
-"""The scorer: encode trajectories, batch them by length under a token budget, run the backbone, apply the step head.
+"""The torch scorer: run the backbone on each padded batch and apply the step head; loading of a checkpoint.
 
-Results never depend on batching: every sequence gets position ids from its own attention mask (so left and right
-padding give the same hidden states) and step positions are shifted by its own padding offset.
+Input handling, batching by length under a token budget, padding and results are shared with the ONNX Runtime backend
+in `edgeprm.scoring_base` (results never depend on batching: see there).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -18,7 +17,6 @@ from edgeprm.families import (
     DEFAULT_AGGREGATION,
     FAMILY_MAX_LENGTH,
     Family,
-    check_aggregation,
     parse_family,
     token_prob_spec_from,
 )
@@ -33,9 +31,9 @@ from edgeprm.loading import (
     read_config,
     resolve_model_dir,
 )
-from edgeprm.results import ScoreResult
+from edgeprm.scoring_base import ScorerBase, group_results
 from edgeprm.tokenizer import PRMTokenizer
-from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory, as_trajectory
+from edgeprm.trajectory import DEFAULT_SPLIT
 
 QUANTIZATIONS = (None, "int8", "int4")
 BACKENDS = ("torch", "onnx")
@@ -61,94 +59,20 @@ def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-class Scorer:
-    """Scores trajectories with one loaded PRM. Build it with `edgeprm.load`."""
+class Scorer(ScorerBase):
+    """Scores trajectories with one loaded PRM on torch. Build it with `edgeprm.load`.
+
+    Input handling, batching and results come from `ScorerBase`; this class runs the backbone and the step head.
+    """
 
     def __init__(self, backbone, head, encoder: Encoder, family: Family, device: torch.device,
                  aggregation: str, alpha: float = 1.0, token_budget: int = 8192, max_batch_size: int = 32,
                  padding_side: str = "right", truncate: bool = False, pad_id: int = 0, model_dir: Path | None = None,
                  quantization: str | None = None):
-        check_aggregation(aggregation)
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right'; got {padding_side!r}")
-        if token_budget < 1 or max_batch_size < 1:
-            raise ValueError(f"token_budget and max_batch_size must be positive; got {token_budget}, "
-                             f"{max_batch_size}")
-        self.backbone, self.encoder, self.family, self.device = backbone, encoder, family, device
+        super().__init__(encoder, family, aggregation, alpha, token_budget, max_batch_size, padding_side, truncate,
+                         pad_id, model_dir, quantization)
+        self.backbone, self.device = backbone, device
         self.head = head.to(device=device)
-        self.aggregation, self.alpha = aggregation, float(alpha)
-        self.token_budget, self.max_batch_size = token_budget, max_batch_size
-        self.padding_side, self.truncate, self.pad_id = padding_side, truncate, pad_id
-        self.model_dir, self.quantization = model_dir, quantization
-
-    @property
-    def tokenizer(self):
-        return self.encoder.tokenizer
-
-    @property
-    def max_length(self) -> int:
-        return self.encoder.max_length
-
-    def trajectory(self, problem: str, steps, response: str | None = None, id: str | None = None) -> Trajectory:
-        """`steps` as a list of strings, or a solution string split with the scorer's separator."""
-        if isinstance(steps, str):
-            return Trajectory.from_solution(problem, steps, self.encoder.split, response, id)
-        return Trajectory(problem, tuple(steps), response, id)
-
-    def score(self, problem: str, steps, response: str | None = None) -> ScoreResult:
-        """Rewards of one trajectory: one step reward per step, the trajectory reward and the aggregated score."""
-        return self.score_batch([self.trajectory(problem, steps, response)])[0]
-
-    def score_batch(self, items: Iterable, progress: bool = False) -> list[ScoreResult]:
-        """Score Trajectories or row dicts ({"problem", "steps"|"solution", "response"?, "id"?}), in input order."""
-        trajs = [as_trajectory(it, self.encoder.split) for it in items]
-        encoded = [self.encoder.encode(t, self.truncate) for t in trajs]
-        return self.score_encoded(encoded, [t.id for t in trajs], progress)
-
-    def best_of_n(self, problem: str, candidates: Sequence) -> tuple[int, list[ScoreResult]]:
-        """Index of the candidate with the highest score (first on ties) and every candidate's result.
-
-        Candidates are step lists, solution strings, or Trajectories of this problem."""
-        if not candidates:
-            raise ValueError("best_of_n needs at least one candidate; got 0")
-        trajs = [c if isinstance(c, Trajectory) else self.trajectory(problem, c, id=str(i))
-                 for i, c in enumerate(candidates)]
-        results = self.score_batch(trajs)
-        keys = [-math.inf if math.isnan(r.score) else r.score for r in results]
-        return max(range(len(keys)), key=lambda i: (keys[i], -i)), results
-
-    # -- batching and the forward pass ----------------------------------------------------------------------
-    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices grouped by length so that batch_size x longest <= token_budget (a longer one goes alone)."""
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-        out, cur = [], []
-        for i in order:
-            if cur and ((len(cur) + 1) * lengths[i] > self.token_budget or len(cur) >= self.max_batch_size):
-                out.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            out.append(cur)
-        return out
-
-    def score_encoded(self, encoded: Sequence[Encoded], ids: Sequence[str | None] | None = None,
-                      progress: bool = False) -> list[ScoreResult]:
-        ids = ids if ids is not None else [None] * len(encoded)
-        results: list[ScoreResult | None] = [None] * len(encoded)
-        groups = self.batches([len(e.ids) for e in encoded])
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(encoded), unit="traj", desc="scoring")
-        for group in groups:
-            for i, r in zip(group, self._score_group([encoded[i] for i in group])):
-                results[i] = ScoreResult(**{**r, "id": ids[i]})
-            if bar is not None:
-                bar.update(len(group))
-        if bar is not None:
-            bar.close()
-        return results
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Final (normed) hidden states [B, T, H] of the backbone."""
@@ -159,43 +83,20 @@ class Scorer:
         return out.last_hidden_state
 
     def _score_group(self, group: Sequence[Encoded]) -> list[dict]:
-        t = max(len(e.ids) for e in group)
-        b = len(group)
-        input_ids = torch.full((b, t), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, t), dtype=torch.long)
-        shifts = []
-        for row, e in enumerate(group):
-            n = len(e.ids)
-            shift = t - n if self.padding_side == "left" else 0
-            input_ids[row, shift : shift + n] = torch.tensor(e.ids)
-            mask[row, shift : shift + n] = 1
-            shifts.append(shift)
-        hidden = self.hidden_states(input_ids.to(self.device), mask.to(self.device))
-        positions, offsets, finals = [], [0], []
-        for e, shift in zip(group, shifts):
-            scored = e.scored_positions
-            positions += [p + shift for p in scored]
-            offsets.append(len(positions))
-            # A truncated trajectory has no trajectory reward; its score uses the value after the last kept step.
-            last = e.final_position if e.final_position is not None else (scored[-1] if scored else len(e.ids) - 1)
-            finals.append(last + shift)
+        batch = self.pad(group)
+        hidden = self.hidden_states(torch.from_numpy(batch.input_ids).to(self.device),
+                                    torch.from_numpy(batch.attention_mask).to(self.device))
+        positions = [p for row in batch.step_positions for p in row]
+        offsets = [0]
+        for row in batch.step_positions:
+            offsets.append(offsets[-1] + len(row))
         dev = hidden.device
         steps, traj, scores = step_head(
             hidden, torch.tensor(positions, dtype=torch.int32, device=dev),
             torch.tensor(offsets, dtype=torch.int32, device=dev), self.head, self.aggregation, self.alpha,
-            final_positions=torch.tensor(finals, dtype=torch.int32, device=dev))
+            final_positions=torch.tensor(batch.final_positions, dtype=torch.int32, device=dev))
         steps, traj, scores = steps.cpu().tolist(), traj.cpu().tolist(), scores.cpu().tolist()
-        out = []
-        for k, e in enumerate(group):
-            it = iter(steps[offsets[k] : offsets[k + 1]])
-            out.append({
-                "step_rewards": [None if p is None else next(it) for p in e.step_positions],
-                "trajectory_reward": traj[k] if e.final_position is not None else None,
-                "score": scores[k],
-                "truncated": e.truncated,
-                "num_tokens": e.full_length,
-            })
-        return out
+        return group_results(group, [steps[a:b] for a, b in zip(offsets, offsets[1:])], traj, scores)
 
 
 def default_model_dir() -> Path:
