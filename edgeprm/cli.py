@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from edgeprm.encoding import Encoded, TooLongError
+from edgeprm.export.onnx_export import add_export_parser
 from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory
 
 
@@ -180,7 +181,7 @@ def add_score_parser(sub) -> None:
 
 
 # Subcommands live in their own modules; each exposes add_parser(subparsers).
-SUBCOMMANDS = [add_score_parser]
+SUBCOMMANDS = [add_score_parser, add_export_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,304 @@
+"""ONNX export and the torch-free ONNX Runtime backend against the torch scorer, on tiny checkpoints of each family.
+
+fp32 bundles must reproduce torch fp32 (<= 1e-4 on every reward); int8/int4 bundles are judged by fidelity to fp32
+(rank agreement, reward error, Best-of-N top-1) with floors a random tiny model meets honestly.
+"""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import edgeprm  # noqa: E402
+from edgeprm.cli import main as cli_main  # noqa: E402
+from edgeprm.export.onnx_export import ExportConfig, export, fidelity, head_matmul_nodes, spearman  # noqa: E402
+from edgeprm.export.runtime import BUNDLE_FILE, OnnxScorer, load_onnx  # noqa: E402
+from edgeprm.families import AGGREGATIONS  # noqa: E402
+from edgeprm.kernels.step_head import aggregate_ref  # noqa: E402
+from edgeprm.scoring_base import aggregate  # noqa: E402
+from edgeprm.trajectory import Trajectory  # noqa: E402
+
+FAMILIES = ["step-classifier", "value-head", "token-prob"]
+SCHEMES = ["none", "int8", "int4"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def bundle(checkpoints, tmp_path_factory):
+    """bundle(family, scheme) -> an exported bundle directory, built once per session on first use (quantized
+    bundles from the fp32 one, as a big model would be: one trace, then onnxruntime's quantizers)."""
+    root = tmp_path_factory.mktemp("bundles")
+    cache = {}
+
+    def get(family: str, scheme: str = "none") -> Path:
+        if (family, scheme) not in cache:
+            source = checkpoints[family] if scheme == "none" else get(family)
+            cache[family, scheme] = export(source, root / f"{family}-{scheme}", ExportConfig(scheme))
+        return cache[family, scheme]
+
+    return get
+
+
+def items(seed: int, n: int, problems: int = 1) -> list[Trajectory]:
+    """n trajectories over `problems` problems: 1 to 12 steps of different lengths, some with a response."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        k = [1, 12][i] if i < 2 else rng.randint(1, 8)
+        steps = [f"Step {j}: {rng.randint(1, 999)} * {rng.randint(1, 9)} is {'x ' * rng.randint(0, 25)}done."
+                 for j in range(k)]
+        response = f"The answer is {rng.randint(1, 99)}." if rng.random() < 0.3 else None
+        out.append(Trajectory(f"Problem {i % problems}: {'the ducks ' * (1 + i % problems)}?", steps, response,
+                              id=str(i)))
+    return out
+
+
+def close(onnx_results, torch_results, atol: float) -> None:
+    """Every reward and score within atol; None (and NaN) in exactly the same places."""
+    for a, b in zip(onnx_results, torch_results):
+        assert (a.id, a.truncated, a.num_tokens) == (b.id, b.truncated, b.num_tokens)
+        assert [x is None for x in a.step_rewards] == [x is None for x in b.step_rewards]
+        assert (a.trajectory_reward is None) == (b.trajectory_reward is None)
+        got = [x for x in [*a.step_rewards, a.trajectory_reward, a.score] if x is not None]
+        want = [x for x in [*b.step_rewards, b.trajectory_reward, b.score] if x is not None]
+        assert np.array_equal(np.isnan(got), np.isnan(want)), f"id {a.id}: NaN in different places"
+        diff = np.nan_to_num(np.abs(np.array(got) - np.array(want)))  # a trajectory with no kept step scores NaN
+        assert diff.max() <= atol, f"id {a.id}: max |delta| {diff.max():.3g} > {atol} ({got} vs {want})"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp32_matches_torch_batched_alone_and_padded_left(scorers, bundle, family):
+    trajs = items(0, 3)  # a 1-step, a 12-step and a random trajectory of different lengths
+    want = scorers[family].score_batch(trajs)
+    onnx = edgeprm.load(bundle(family), backend="onnx")
+    assert isinstance(onnx, OnnxScorer) and onnx.quantization is None and onnx.family.value == family
+    assert onnx.providers == ["CPUExecutionProvider"]
+    close(onnx.score_batch(trajs), want, 1e-4)  # batch 3
+    close([onnx.score_batch([t])[0] for t in trajs], want, 1e-4)  # batch 1 each
+    left = load_onnx(bundle(family), padding_side="left", threads=1)
+    close(left.score_batch(trajs), want, 1e-4)
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATIONS)
+def test_numpy_aggregation_is_aggregate_ref(aggregation):
+    rng = np.random.default_rng(0)
+    counts = [3, 0, 1, 7, 2]
+    flat = rng.random(sum(counts)).astype(np.float32)
+    finals = rng.random(len(counts)).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    want = aggregate_ref(torch.from_numpy(flat), torch.from_numpy(offsets), torch.from_numpy(finals), aggregation,
+                         1.5).numpy()
+    got = aggregate([flat[a:b] for a, b in zip(offsets, offsets[1:])], finals, aggregation, 1.5)
+    np.testing.assert_allclose(np.array(got, dtype=np.float32), want, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_aggregation_alpha_truncation_and_best_of_n_match_torch(checkpoints, bundle):
+    ckpt, path = checkpoints["value-head"], bundle("value-head")
+    trajs = items(1, 6)
+    for aggregation, alpha in [("mean", 1.0), ("prod", 1.0), ("reasonflux", 1.5)]:
+        want = edgeprm.load(ckpt, device="cpu", aggregation=aggregation, alpha=alpha).score_batch(trajs)
+        close(edgeprm.load(path, backend="onnx", aggregation=aggregation, alpha=alpha).score_batch(trajs), want, 1e-4)
+    # Truncation: cut steps are None, no trajectory reward, the score uses the value after the last kept step.
+    want = edgeprm.load(ckpt, device="cpu", max_length=40, truncate=True).score_batch(trajs)
+    got = edgeprm.load(path, backend="onnx", max_length=40, truncate=True).score_batch(trajs)
+    assert any(r.truncated for r in got)
+    close(got, want, 1e-4)
+    onnx, torch_scorer = edgeprm.load(path, backend="onnx"), edgeprm.load(ckpt, device="cpu")
+    cands = [list(t.steps) for t in trajs]
+    best, results = onnx.best_of_n("What is 2 + 3?", cands)
+    want_best, want_results = torch_scorer.best_of_n("What is 2 + 3?", cands)
+    assert best == want_best
+    close(results, want_results, 1e-4)
+
+
+# Floors a random tiny model meets honestly: a 40-wide 2-layer model has few weights per block, so int4 error is
+# relatively large; real models average it over thousands of columns. Measured (40 trajectories, 10 problems):
+# int8 spearman >= 0.98, max |delta| <= 0.02; int4 spearman >= 0.98, max |delta| <= 0.03; top-1 >= 0.9.
+FLOORS = {"int8": {"spearman": 0.9, "max_step_delta": 0.06, "top1_agreement": 0.7},
+          "int4": {"spearman": 0.9, "max_step_delta": 0.08, "top1_agreement": 0.7}}
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantized_bundles_keep_rankings(scorers, bundle, family, scheme):
+    trajs = items(2, 40, problems=10)
+    groups = [[i for i in range(len(trajs)) if i % 10 == p] for p in range(10)]
+    reference = scorers[family].score_batch(trajs)
+    quantized = edgeprm.load(bundle(family, scheme), backend="onnx", quantization=scheme)
+    assert quantized.quantization == scheme
+    f = fidelity(reference, quantized.score_batch(trajs), groups)
+    print(f"{family} {scheme}: {f}")
+    floor = FLOORS[scheme]
+    assert f["spearman"] >= floor["spearman"], f
+    assert f["max_step_delta"] <= floor["max_step_delta"], f
+    assert f["top1_agreement"] >= floor["top1_agreement"], f
+
+
+@pytest.mark.parametrize("scheme,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_quantized_graphs_quantize_the_backbone_but_not_the_reward_head(bundle, scheme, op):
+    import onnx
+
+    path = bundle("step-classifier", scheme)
+    meta = json.loads((path / BUNDLE_FILE).read_text())
+    model = onnx.load(str(path / meta["graph"]))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count(op) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    head = head_matmul_nodes(model)
+    assert len(head) == 2 and meta["quantization"]["excluded_nodes"] == head
+    assert all(n.op_type == "MatMul" for n in model.graph.node if n.name in head)
+    assert meta["graph"] == {"int8": "prm.int8.onnx", "int4": "prm.int4.b32.onnx"}[scheme]
+
+
+def test_bundle_is_self_contained_and_records_its_spec(bundle, tmp_path):
+    src = bundle("token-prob")
+    moved = tmp_path / "moved"
+    shutil.copytree(src, moved)
+    meta = json.loads((moved / BUNDLE_FILE).read_text())
+    assert meta["family"] == "token-prob" and meta["format_version"] == 1 and meta["graph"] == "prm.fp32.onnx"
+    assert meta["encoding"]["token_prob"] == {"step_tag": " ки", "good_token": "+", "bad_token": "-"}
+    assert {"edgeprm", "torch", "onnx", "onnxruntime"} <= set(meta["versions"])
+    assert sorted(p.name for p in moved.iterdir()) == sorted([*meta["files"], BUNDLE_FILE])
+    r = edgeprm.load(moved, backend="onnx").score("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."])
+    assert len(r.step_rewards) == 2 and r.trajectory_reward == pytest.approx(r.step_rewards[-1], abs=1e-6)
+
+
+def broken_copy(src: Path, dst: Path, edit=None, remove=None) -> Path:
+    shutil.copytree(src, dst)
+    if remove:
+        (dst / remove).unlink()
+    if edit:
+        meta = json.loads((dst / BUNDLE_FILE).read_text())
+        edit(meta)
+        (dst / BUNDLE_FILE).write_text(json.dumps(meta))
+    return dst
+
+
+def test_bad_bundles_say_what_is_wrong_and_what_to_do(checkpoints, bundle, tmp_path):
+    good = bundle("step-classifier")
+    with pytest.raises(FileNotFoundError, match=r"missing \['tokenizer.json'\].*copy the whole bundle"):
+        load_onnx(broken_copy(good, tmp_path / "a", remove="tokenizer.json"))
+    with pytest.raises(FileNotFoundError, match=r"missing \['prm.fp32.onnx'\]"):
+        load_onnx(broken_copy(good, tmp_path / "b", remove="prm.fp32.onnx"))
+    with pytest.raises(ValueError, match="format version 99, written by a newer edgeprm.*upgrade edgeprm"):
+        load_onnx(broken_copy(good, tmp_path / "c", edit=lambda m: m.update(format_version=99)))
+    with pytest.raises(ValueError, match="exported as a 'step-classifier' PRM, not 'value-head'.*--family"):
+        edgeprm.load(good, backend="onnx", family="value-head")
+    with pytest.raises(ValueError, match=r"holds 'none' weights.*not 'int8'.*--quantization int8"):
+        edgeprm.load(good, backend="onnx", quantization="int8")
+    with pytest.raises(ValueError, match=r"holds 'int4' weights"):
+        edgeprm.load(bundle("step-classifier", "int4"), backend="onnx", quantization="int8")
+    with pytest.raises(ValueError, match="quantization must be None or one of"):
+        edgeprm.load(good, backend="onnx", quantization="nf4")
+    with pytest.raises(FileNotFoundError, match="no edgeprm.json.*looks like a checkpoint.*edgeprm export"):
+        edgeprm.load(checkpoints["step-classifier"], backend="onnx")
+    with pytest.raises(FileNotFoundError, match="does not exist.*edgeprm export"):
+        load_onnx(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="step_tag=' X' differs from the bundle's"):
+        edgeprm.load(bundle("token-prob"), backend="onnx", step_tag=" X")
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        load_onnx(good, threads=0)
+    with pytest.raises(ValueError, match="device must be one of"):
+        load_onnx(good, device="tpu")
+    # edgeprm.json is written last, so a half-written bundle never loads as complete.
+    with pytest.raises(FileNotFoundError, match="no edgeprm.json"):
+        load_onnx(broken_copy(good, tmp_path / "d", remove=BUNDLE_FILE))
+
+
+def test_export_checks_its_options_and_out_dir(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match="block_size must be a power of two >= 16"):
+        ExportConfig("int4", block_size=24)
+    with pytest.raises(ValueError, match=r"accuracy_level must be one of \(0, 1, 2, 3, 4\)"):
+        ExportConfig("int4", accuracy_level=7)
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        ExportConfig("fp8")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no edgeprm bundle"):
+        export(checkpoints["value-head"], busy)
+    assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_cli_export_then_score_with_the_onnx_backend(checkpoints, bundle, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    assert cli_main(["export", str(checkpoints["value-head"]), str(out), "--quantization", "int4",
+                     "--block-size", "16", "--accuracy-level", "1"]) == 0
+    meta = json.loads((out / BUNDLE_FILE).read_text())
+    assert meta["graph"] == "prm.int4.b16.onnx"
+    assert meta["quantization"]["block_size"] == 16 and meta["quantization"]["accuracy_level"] == 1
+    # Quantizing the fp32 bundle gives the same graph as exporting the checkpoint straight to int4.
+    again = export(bundle("value-head"), tmp_path / "again", ExportConfig("int4", 16, 1))
+    trajs = items(3, 4)
+    close(load_onnx(again).score_batch(trajs), load_onnx(out).score_batch(trajs), 0.0)
+    with pytest.raises(ValueError, match="'int4' bundle; quantize from an fp32 bundle or from the checkpoint"):
+        export(again, tmp_path / "twice", ExportConfig("int8"))
+    # Re-exporting into the same directory replaces the bundle and leaves no stale graph behind.
+    assert cli_main(["export", str(checkpoints["value-head"]), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(["edgeprm.json", "prm.fp32.onnx", "tokenizer.json",
+                                                            "tokenizer_config.json"])
+    rows = [{"id": "a", "problem": "What is 2 + 3?", "solution": "2 + 3 = 5.\n\nThe answer is 5."},
+            {"id": "b", "problem": "What is 4 * 3?", "steps": ["4 * 3 = 12."]}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for backend, model in (("onnx", out), ("torch", checkpoints["value-head"])):
+        assert cli_main(["score", str(src), "-o", str(tmp_path / f"{backend}.jsonl"), "--model", str(model),
+                         "--backend", backend, "-q"]) == 0
+    got, want = ([json.loads(x) for x in (tmp_path / f"{b}.jsonl").read_text().splitlines()] for b in ("onnx", "torch"))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g["step_rewards"] + [g["score"]], w["step_rewards"] + [w["score"]], atol=1e-4)
+
+
+# Runs in a fresh interpreter where importing torch or transformers raises ImportError.
+TORCH_FREE = r"""
+import json, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"{name} is blocked: the ONNX backend must not import it")
+        return None
+
+sys.meta_path.insert(0, Blocked())
+import edgeprm
+
+scorer = edgeprm.load(sys.argv[1], backend="onnx")
+best, results = scorer.best_of_n("What is 2 + 3?", [["2 + 3 = 5.", "The answer is 5."], "2 + 3 = 6."])
+loaded = sorted(m for m in sys.modules if m.partition(".")[0] in ("torch", "transformers"))
+print(json.dumps({"best": best, "results": [r.to_dict() for r in results], "loaded": loaded}))
+"""
+
+
+@pytest.mark.parametrize("family", ["step-classifier", "token-prob"])
+def test_onnx_backend_runs_where_torch_and_transformers_cannot_be_imported(bundle, family):
+    path = bundle(family)
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, str(path)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    best, want = edgeprm.load(path, backend="onnx").best_of_n(
+        "What is 2 + 3?", [["2 + 3 = 5.", "The answer is 5."], "2 + 3 = 6."])
+    assert out["best"] == best
+    assert [r["step_rewards"] for r in out["results"]] == [r.step_rewards for r in want]
+
+
+def test_spearman_and_fidelity_helpers():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2], [5, 5, 9]) == pytest.approx(1.0)
+    a = [edgeprm.ScoreResult([0.1, 0.9], 0.9, 0.1), edgeprm.ScoreResult([0.5], 0.5, 0.5)]
+    b = [edgeprm.ScoreResult([0.2, 0.9], 0.9, 0.2), edgeprm.ScoreResult([0.4], 0.4, 0.4)]
+    f = fidelity(a, b, [[0, 1]])
+    assert f["max_step_delta"] == pytest.approx(0.1) and f["spearman"] == pytest.approx(1.0)
+    assert f["top1_agreement"] == 1.0
