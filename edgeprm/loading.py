@@ -143,8 +143,14 @@ def build_backbone_config(config: dict):
 
 
 def load_backbone(model_dir: Path, config: dict, weights: SafetensorsCheckpoint, dtype: torch.dtype,
-                  device: torch.device, attn_implementation: str = "sdpa"):
-    """transformers' own base model for the config, weights assigned tensor by tensor (no random init)."""
+                  device: torch.device, attn_implementation: str = "sdpa", transform=None):
+    """transformers' own base model for the config, weights assigned tensor by tensor (no random init).
+
+    `transform(name, meta_module, read)`, when given, is asked once per module that owns tensors, before they are
+    read; it returns a replacement module (e.g. a quantized Linear built from `read(tensor_name)`, which returns
+    the checked tensor as stored) or None to load the module as usual. Replacements are built one at a time, so
+    peak memory stays near the final model's size plus one layer (edgeprm.quantize uses this).
+    """
     from transformers import AutoModel
 
     if not weights:
@@ -156,18 +162,31 @@ def load_backbone(model_dir: Path, config: dict, weights: SafetensorsCheckpoint,
         model = AutoModel.from_config(cfg)
     prefix = backbone_prefix(weights)
     expected = dict(model.state_dict())
-    state = {}
-    for name, ref in expected.items():
+
+    def read(name: str) -> torch.Tensor:
         key = prefix + name
         if key not in weights:
             raise ValueError(f"{model_dir}: backbone tensor {key!r} is missing from {weights.files()} "
                              f"(a {config.get('model_type')} model with {cfg.num_hidden_layers} layers expects it)")
         t = weights.get(key)
-        if tuple(t.shape) != tuple(ref.shape):
+        if tuple(t.shape) != tuple(expected[name].shape):
             raise ValueError(f"{model_dir}: tensor {key!r} has shape {tuple(t.shape)}, config.json implies "
-                             f"{tuple(ref.shape)}")
-        state[name] = t.to(device=device, dtype=dtype)
-    model.load_state_dict(state, strict=True, assign=True)
+                             f"{tuple(expected[name].shape)}")
+        return t
+
+    state, replaced = {}, {}
+    for name in expected:
+        owner = name.rpartition(".")[0]
+        if transform is not None and owner not in replaced:
+            replaced[owner] = transform(owner, model.get_submodule(owner), read)
+        if replaced.get(owner) is None:
+            state[name] = read(name).to(device=device, dtype=dtype)
+    replaced = {k: v for k, v in replaced.items() if v is not None}
+    missing = model.load_state_dict(state, strict=not replaced, assign=True).missing_keys
+    assert all(k.rpartition(".")[0] in replaced for k in missing), missing
+    for owner, module in replaced.items():
+        parent, _, attr = owner.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attr, module)
     # Non-persistent buffers (rotary frequencies) are not in the checkpoint: rebuild those modules for real.
     for mod_name, mod in list(model.named_modules()):
         if any(b.is_meta for b in mod.buffers(recurse=False)):
