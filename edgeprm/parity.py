@@ -1,0 +1,345 @@
+"""Fidelity of candidate score files against a reference: `edgeprm parity REFERENCE.jsonl CANDIDATE.jsonl...`.
+
+REFERENCE is the output of `edgeprm score` with a full-precision model; each CANDIDATE is the same input scored
+another way (8/4-bit, ONNX, another device). Rows are matched by `id` (by line number when the reference has no ids).
+For each candidate:
+- step max / mean |delta| over the steps of rows that align (same id, same step count), and score max |delta|;
+- Spearman and Kendall tau-b of the trajectory scores (ties get mid-ranks; numpy only, no scipy);
+- pairwise order agreement: over pairs of rows of one group whose reference scores differ, the share the candidate
+  orders the same way (a candidate tie counts as a disagreement);
+- Best-of-N top-1 agreement: the share of groups whose highest-scoring row (first on ties, NaN lowest, as
+  `Scorer.best_of_n`) is the same; rows are grouped by `--group-key` (default `group`) when rows carry it, else by
+  identical `problem` text;
+- Best-of-N accuracy (reference and candidate) when rows carry a correctness label (`is_correct`).
+Missing and extra ids, duplicate ids and rows whose step counts differ are counted and listed, never dropped
+silently; groups with such a row are left out of the per-group figures and counted as incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+LABEL_KEY = "is_correct"
+
+
+# -- rank statistics ----------------------------------------------------------------------------------------------
+def rankdata(a) -> np.ndarray:
+    """1-based ranks with ties given the mean of their ranks (scipy.stats.rankdata's 'average')."""
+    a = np.asarray(a, dtype=float)
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    new = np.r_[True, s[1:] != s[:-1]]
+    starts = np.flatnonzero(np.r_[new, True])
+    avg = (starts[:-1] + starts[1:] - 1) / 2.0 + 1.0
+    ranks = np.empty(len(a))
+    ranks[order] = avg[np.cumsum(new) - 1]
+    return ranks
+
+
+def _check_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"x and y must be 1-D of the same length; got {x.shape} and {y.shape}")
+    return x, y
+
+
+def spearman(x, y) -> float:
+    """Spearman's rho (Pearson correlation of mid-ranks); NaN when either input is constant or has < 2 values."""
+    x, y = _check_pair(x, y)
+    if len(x) < 2:
+        return math.nan
+    rx, ry = rankdata(x), rankdata(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float(rx @ rx) * float(ry @ ry))
+    return float(rx @ ry) / den if den > 0 else math.nan
+
+
+def _tie_pairs(sorted_values: np.ndarray) -> int:
+    if len(sorted_values) == 0:
+        return 0
+    _, counts = np.unique(sorted_values, return_counts=True)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def kendall_tau_b(x, y) -> float:
+    """Kendall's tau-b (scipy.stats.kendalltau's default), O(n log n); NaN when either input is constant."""
+    x, y = _check_pair(x, y)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    order = np.lexsort((y, x))  # by x, ties in x by y: pairs tied in x are never counted as discordant
+    xs, ys = x[order], y[order]
+    n0 = n * (n - 1) // 2
+    n1 = _tie_pairs(xs)
+    n2 = _tie_pairs(np.sort(ys))
+    joint = np.r_[True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1]), True]
+    runs = np.diff(np.flatnonzero(joint))
+    n3 = int((runs * (runs - 1) // 2).sum())
+    # Discordant pairs = inversions of ys (strictly greater earlier values), counted with a Fenwick tree over ranks.
+    _, dense = np.unique(ys, return_inverse=True)
+    tree = [0] * (int(dense.max()) + 2)
+    discordant = 0
+    for i, r in enumerate(dense.tolist(), 1):
+        k, le = r + 1, 0
+        while k > 0:  # how many earlier values are <= this one
+            le += tree[k]
+            k -= k & -k
+        discordant += (i - 1) - le
+        k = r + 1
+        while k < len(tree):
+            tree[k] += 1
+            k += k & -k
+    den = math.sqrt((n0 - n1) * (n0 - n2))
+    return (n0 - n1 - n2 + n3 - 2 * discordant) / den if den > 0 else math.nan
+
+
+# -- score files --------------------------------------------------------------------------------------------------
+def read_scores(path: str | Path) -> list[dict]:
+    """Rows of an `edgeprm score` output file; each must carry `score` and `step_rewards`."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict) or "score" not in row or "step_rewards" not in row:
+                raise ValueError(f"{path} line {n}: a score row needs 'score' and 'step_rewards' (the output of "
+                                 "`edgeprm score`)")
+            row.setdefault("_line", n)
+            rows.append(row)
+    return rows
+
+
+def _key(row: dict, i: int) -> str:
+    return str(row["id"]) if row.get("id") is not None else f"line {row.get('_line', i + 1)}"
+
+
+def _value(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _best(scores: Sequence[float]) -> int:
+    keys = [-math.inf if math.isnan(s) else s for s in scores]
+    return max(range(len(keys)), key=lambda i: (keys[i], -i))
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """One candidate file against the reference. Fractions are in [0, 1]; None where nothing could be measured."""
+
+    candidate: str
+    n_reference: int
+    n_candidate: int
+    n_aligned: int  # rows in both files with the same number of steps
+    missing: tuple[str, ...]  # reference ids the candidate lacks
+    extra: tuple[str, ...]  # candidate ids the reference lacks
+    duplicates: tuple[str, ...]  # ids that occur more than once in either file (the first row is used)
+    step_mismatch: tuple[str, ...]  # ids whose step counts (or null steps) differ
+    n_steps: int
+    step_max_abs: float | None
+    step_mean_abs: float | None
+    score_max_abs: float | None
+    spearman: float | None
+    kendall: float | None
+    n_pairs: int
+    pairwise_agreement: float | None
+    n_groups: int  # complete groups (every row aligned), used for top-1 and accuracy
+    incomplete_groups: int
+    top1_agreement: float | None
+    reference_bon_accuracy: float | None
+    bon_accuracy: float | None
+
+    @property
+    def complete(self) -> bool:
+        return not (self.missing or self.extra or self.duplicates or self.step_mismatch)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _index(rows: list[dict]) -> tuple[dict[str, dict], list[str]]:
+    out, dups = {}, []
+    for i, r in enumerate(rows):
+        k = _key(r, i)
+        if k in out:
+            dups.append(k)
+        else:
+            out[k] = r
+    return out, dups
+
+
+def compare(reference: list[dict], candidate: list[dict], name: str = "candidate",
+            group_key: str = "group") -> ParityReport:
+    """Compare score rows (as read by `read_scores`) of a candidate with the reference's."""
+    ref, dup_r = _index(reference)
+    cand, dup_c = _index(candidate)
+    missing = [k for k in ref if k not in cand]
+    extra = [k for k in cand if k not in ref]
+    aligned, mismatch, deltas = [], [], []
+    for k, r in ref.items():
+        c = cand.get(k)
+        if c is None:
+            continue
+        rs, cs = r["step_rewards"], c["step_rewards"]
+        if len(rs) != len(cs) or any((a is None) != (b is None) for a, b in zip(rs, cs)):
+            mismatch.append(k)
+            continue
+        aligned.append(k)
+        deltas += [abs(float(a) - float(b)) for a, b in zip(rs, cs) if a is not None]
+    rs = np.array([_value(ref[k]["score"]) for k in aligned])
+    cs = np.array([_value(cand[k]["score"]) for k in aligned])
+    finite = np.isfinite(rs) & np.isfinite(cs)
+    score_d = np.abs(rs - cs)[finite]
+
+    groups: dict[str, list[str]] = {}
+    for k, r in ref.items():
+        g = r.get(group_key)
+        groups.setdefault(f"{group_key}={g}" if g is not None else f"problem={r.get('problem')}", []).append(k)
+    ok = set(aligned)
+    complete = [m for m in groups.values() if all(k in ok for k in m)]
+    agree = pairs = top1 = 0
+    correct_ref = correct_cand = labelled = 0
+    for members in complete:
+        r_sc = [_value(ref[k]["score"]) for k in members]
+        c_sc = [_value(cand[k]["score"]) for k in members]
+        for i in range(len(members)):
+            for j in range(i + 1, len(members)):
+                dr, dc = r_sc[i] - r_sc[j], c_sc[i] - c_sc[j]
+                if dr != 0 and not math.isnan(dr):
+                    pairs += 1
+                    agree += int(np.sign(dr) == np.sign(dc))
+        bi, bc = _best(r_sc), _best(c_sc)
+        top1 += int(bi == bc)
+        labels = [ref[k].get(LABEL_KEY, cand[k].get(LABEL_KEY)) for k in members]
+        if all(v is not None for v in labels):
+            labelled += 1
+            correct_ref += bool(labels[bi])
+            correct_cand += bool(labels[bc])
+    n_groups = len(complete)
+    return ParityReport(
+        candidate=name, n_reference=len(reference), n_candidate=len(candidate), n_aligned=len(aligned),
+        missing=tuple(missing), extra=tuple(extra), duplicates=tuple(dict.fromkeys(dup_r + dup_c)),
+        step_mismatch=tuple(mismatch), n_steps=len(deltas),
+        step_max_abs=max(deltas) if deltas else None,
+        step_mean_abs=float(np.mean(deltas)) if deltas else None,
+        score_max_abs=float(score_d.max()) if len(score_d) else None,
+        spearman=_none_if_nan(spearman(rs[finite], cs[finite])),
+        kendall=_none_if_nan(kendall_tau_b(rs[finite], cs[finite])),
+        n_pairs=pairs, pairwise_agreement=agree / pairs if pairs else None,
+        n_groups=n_groups, incomplete_groups=len(groups) - n_groups,
+        top1_agreement=top1 / n_groups if n_groups else None,
+        reference_bon_accuracy=correct_ref / labelled if labelled else None,
+        bon_accuracy=correct_cand / labelled if labelled else None,
+    )
+
+
+def _none_if_nan(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def compare_files(reference: str | Path, candidates: Sequence[str | Path], group_key: str = "group"):
+    ref = read_scores(reference)
+    return [compare(ref, read_scores(c), str(c), group_key) for c in candidates]
+
+
+# -- fidelity bars ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FidelityBar:
+    """What a candidate must reach against full precision; unset fields are not checked."""
+
+    max_step_delta: float | None = None
+    min_spearman: float | None = None
+    min_top1: float | None = None
+
+    def failures(self, r: ParityReport) -> list[str]:
+        out = []
+        if not r.complete:
+            out.append(f"{len(r.missing)} missing, {len(r.extra)} extra, {len(r.duplicates)} duplicate ids and "
+                       f"{len(r.step_mismatch)} rows with other step counts")
+        checks = [("step max |delta|", r.step_max_abs, self.max_step_delta, False),
+                  ("Spearman", r.spearman, self.min_spearman, True),
+                  ("Best-of-N top-1 agreement", r.top1_agreement, self.min_top1, True)]
+        for what, got, bar, at_least in checks:
+            if bar is None:
+                continue
+            if got is None or (got < bar if at_least else got > bar):
+                out.append(f"{what} {got if got is None else round(got, 5)} {'<' if at_least else '>'} {bar}")
+        return out
+
+
+# The bars edgeprm's quantized scorers are held to against the fp32 scorer.
+BARS = {"int8": FidelityBar(max_step_delta=0.02, min_top1=0.99),
+        "int4": FidelityBar(min_spearman=0.98, min_top1=0.95)}
+
+
+# -- report -------------------------------------------------------------------------------------------------------
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def format_table(reports: Sequence[ParityReport], reference: str) -> str:
+    names = [Path(r.candidate).name for r in reports]
+    first = reports[0]
+    rows = [
+        ("rows aligned", [f"{r.n_aligned}/{r.n_reference}" for r in reports]),
+        ("missing / extra ids", [f"{len(r.missing)} / {len(r.extra)}" for r in reports]),
+        ("duplicate ids", [str(len(r.duplicates)) for r in reports]),
+        ("step-count mismatches", [str(len(r.step_mismatch)) for r in reports]),
+        ("step max |delta|", [_fmt(r.step_max_abs) for r in reports]),
+        ("step mean |delta|", [_fmt(r.step_mean_abs, 5) for r in reports]),
+        ("score max |delta|", [_fmt(r.score_max_abs) for r in reports]),
+        ("Spearman (scores)", [_fmt(r.spearman) for r in reports]),
+        ("Kendall tau-b (scores)", [_fmt(r.kendall) for r in reports]),
+        ("pairwise agreement", [_fmt(r.pairwise_agreement) for r in reports]),
+        ("groups (incomplete)", [f"{r.n_groups} ({r.incomplete_groups})" for r in reports]),
+        ("Best-of-N top-1 agreement", [_fmt(r.top1_agreement) for r in reports]),
+        ("Best-of-N accuracy", [_fmt(r.bon_accuracy) for r in reports]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    cols = [max(len(n), *(len(v[i]) for _, v in rows)) for i, n in enumerate(names)]
+    lines = [f"reference: {reference} ({first.n_reference} rows; Best-of-N accuracy "
+             f"{_fmt(first.reference_bon_accuracy)})", "",
+             " " * width + "  " + "  ".join(n.rjust(c) for n, c in zip(names, cols))]
+    lines += [k.ljust(width) + "  " + "  ".join(x.rjust(c) for x, c in zip(v, cols)) for k, v in rows]
+    for r in reports:
+        for what, ids in (("missing", r.missing), ("extra", r.extra), ("duplicate", r.duplicates),
+                          ("other step count", r.step_mismatch)):
+            if ids:
+                more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+                lines.append(f"{Path(r.candidate).name}: {what} ids {', '.join(map(repr, ids[:5]))}{more}")
+    return "\n".join(lines)
+
+
+def cmd_parity(args) -> int:
+    reports = compare_files(args.reference, args.candidates, args.group_key)
+    if args.json:
+        print(json.dumps({"reference": args.reference, "candidates": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        print(format_table(reports, args.reference))
+    if not all(r.complete for r in reports):
+        print("edgeprm: some rows did not align (listed above); figures cover the aligned rows", file=sys.stderr)
+    return 0
+
+
+def add_parity_parser(sub) -> None:
+    p = sub.add_parser("parity", help="compare score files with a full-precision reference",
+                       description="Per-step |delta|, Spearman/Kendall of scores, pairwise order and Best-of-N top-1 "
+                                   "agreement, Best-of-N accuracy when rows carry is_correct.")
+    p.add_argument("reference", help="scores from the full-precision model (output of `edgeprm score`)")
+    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="scores of the same rows to compare")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--group-key", default="group",
+                   help="row field naming a Best-of-N group (default: group; rows without it group by problem)")
+    p.set_defaults(func=cmd_parity)
