@@ -17,6 +17,7 @@ from pathlib import Path
 from edgeprm.encoding import Encoded, TooLongError
 from edgeprm.export.onnx_export import add_export_parser
 from edgeprm.parity import add_parity_parser
+from edgeprm.quantize import add_quantize_parser
 from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory
 
 
@@ -182,7 +183,7 @@ def add_score_parser(sub) -> None:
 
 
 # Subcommands live in their own modules; each exposes add_parser(subparsers).
-SUBCOMMANDS = [add_score_parser, add_export_parser, add_parity_parser]
+SUBCOMMANDS = [add_score_parser, add_export_parser, add_parity_parser, add_quantize_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

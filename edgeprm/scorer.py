@@ -31,11 +31,12 @@ from edgeprm.loading import (
     read_config,
     resolve_model_dir,
 )
+from edgeprm.quantize import SCHEMES, QuantConfig, plan_backbone
 from edgeprm.scoring_base import ScorerBase, group_results
 from edgeprm.tokenizer import PRMTokenizer
 from edgeprm.trajectory import DEFAULT_SPLIT
 
-QUANTIZATIONS = (None, "int8", "int4")
+QUANTIZATIONS = (None, *SCHEMES)  # see edgeprm.quantize; the torch backend also takes a QuantConfig
 BACKENDS = ("torch", "onnx")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -130,7 +131,7 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
     The family (step-classifier | value-head | token-prob) is detected from the files; `family=` overrides it.
     `aggregation` picks how `score` combines the rewards (default per family: see DEFAULT_AGGREGATION).
     """
-    if quantization not in QUANTIZATIONS:
+    if quantization not in QUANTIZATIONS and not (backend == "torch" and isinstance(quantization, QuantConfig)):
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}; got {quantization!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
@@ -140,15 +141,14 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
         return load_onnx(model, quantization=quantization, device=device, family=family, aggregation=aggregation,
                          alpha=alpha, max_length=max_length, truncate=truncate, split=split,
                          token_budget=token_budget, max_batch_size=max_batch_size)
-    if quantization is not None:
-        raise ValueError(f"quantization={quantization!r} is not available in this build of edgeprm; load with "
-                         "quantization=None")
     model_dir = default_model_dir() if model is None else resolve_model_dir(model, revision)
     config = read_config(model_dir)
     weights = SafetensorsCheckpoint(model_dir)
     fam = parse_family(family) if family is not None else detect_family(model_dir, config, weights)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    # A quantized checkpoint (edgeprm.json) or a scheme: the Linear layers are rebuilt/quantized as they load.
+    quantization, transform = plan_backbone(model_dir, weights, quantization, dev, torch_dtype)
     tokenizer = PRMTokenizer.from_dir(model_dir)
     hidden = config.get("hidden_size")
     if not isinstance(hidden, int):
@@ -167,7 +167,7 @@ def load(model: str | os.PathLike | None = None, quantization: str | None = None
             raise ValueError(f"max_length must be positive; got {max_length}")
         limit = max_length
     encoder = Encoder(fam, tokenizer, limit, split, spec if fam is Family.TOKEN_PROB else None)
-    backbone = load_backbone(model_dir, config, weights, torch_dtype, dev)
+    backbone = load_backbone(model_dir, config, weights, torch_dtype, dev, transform=transform)
     pad_id = tokenizer.pad_token_id
     return Scorer(backbone, head, encoder, fam, dev, aggregation or DEFAULT_AGGREGATION[fam], alpha, token_budget,
                   max_batch_size, padding_side, truncate, pad_id, model_dir, quantization)

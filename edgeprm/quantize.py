@@ -1,0 +1,575 @@
+"""8-bit and 4-bit backbones for the torch scorer: schemes, quantized Linear modules, quantized checkpoints.
+
+Schemes (`SCHEMES`; `edgeprm.scorer.QUANTIZATIONS` is built from it):
+
+| scheme | stored as                               | kernels (`QuantConfig.kernel`)                                  |
+|--------|-----------------------------------------|-----------------------------------------------------------------|
+| `int8` | int8 [out, in] + an fp32 scale per row  | `fbgemm` dynamic int8 GEMM (CPU default), `bnb-int8` LLM.int8   |
+|        |                                         | (`Linear8bitLt`; the CUDA default)                              |
+| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute) on CPU and CUDA          |
+
+Only the backbone's Linear layers are quantized. The reward head is not part of the backbone and stays fp32; norms,
+biases and the rotary tables stay in the compute dtype (`dtype=`); the embedding table keeps the checkpoint's own
+dtype (a bf16 checkpoint's table stays bf16, rows come out in the compute dtype: exactly the values of an upcast,
+at half the memory). `QuantConfig.keep` keeps chosen Linear layers at full precision too.
+
+The fbgemm kernel is the one behind `torch.ao.nn.quantized.dynamic.Linear`: weights int8 per output channel,
+activations quantized to uint8 per call with one scale for the whole input tensor. Two consequences: it is the fast
+CPU path (int8 GEMM, ~1.4x a bf16 GEMM here), and a row's activations share their scale with the other rows of its
+batch, so int8 scores move with batch composition within the quantization error (NF4 does not: its activations stay
+bf16; bitsandbytes int8 quantizes per row, and only its choice of fp16 outlier columns depends on the batch).
+Activations use the full 8 bits where the CPU's u8*s8 dot product does not saturate (probed once: AVX512-VNNI does
+not), else 7 bits as torch's default does.
+
+Both int8 kernels are built from one stored form (symmetric, scale = absmax / 127, rounded as
+`torch.quantize_per_channel` rounds, bit for bit), so an int8 checkpoint serves either kernel.
+Weights are quantized while they are loaded (`load_backbone`'s `transform` hook), one Linear at a time: a full-
+precision model never sits in memory. `edgeprm quantize` writes the quantized tensors to disk (`save_quantized`) with
+an `edgeprm.json` manifest, and `edgeprm.load(dir)` rebuilds the modules from them directly.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MANIFEST = "edgeprm.json"
+FORMAT = "edgeprm-quantized"
+FORMAT_VERSION = 1
+NF4_BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+_SCALE_SUFFIX = "_scale"  # int8: "<linear>.weight" int8 [out, in], "<linear>.weight_scale" fp32 [out]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One quantization choice: what a checkpoint stores and the kernels that run it."""
+
+    name: str
+    storage: str  # the stored form: "int8" (rowwise) | "nf4"
+    kernels: tuple[str, ...]  # every kernel that runs the stored form
+    cpu: str  # the default kernel per device type
+    cuda: str
+    summary: str
+
+    def default_kernel(self, device: torch.device | str) -> str:
+        return self.cuda if torch.device(device).type == "cuda" else self.cpu
+
+
+KERNEL_DEVICES = {"fbgemm": ("cpu",), "bnb-int8": ("cpu", "cuda"), "bnb-nf4": ("cpu", "cuda")}
+SCHEMES = {
+    "int8": Scheme("int8", "int8", ("fbgemm", "bnb-int8"), "fbgemm", "bnb-int8",
+                   "int8 weights: fbgemm int8 GEMM on CPU, bitsandbytes LLM.int8 on CUDA"),
+    "int4": Scheme("int4", "nf4", ("bnb-nf4",), "bnb-nf4", "bnb-nf4",
+                   "bitsandbytes NF4 weights (blocks of 64), bf16 compute"),
+}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a backbone. `edgeprm.load(..., quantization=QuantConfig("int8", kernel="bnb-int8"))`.
+
+    kernel: one of the scheme's kernels (None = its default for the device: see SCHEMES).
+    keep: fnmatch patterns of Linear names (as in the backbone, e.g. "layers.0.mlp.*") kept at full precision.
+    int8_threshold: bitsandbytes LLM.int8 outlier threshold (activation columns above it run in fp16; 0 = none).
+    nf4_blocksize: weights per NF4 absmax block.
+    reduce_range: fbgemm 7-bit activations; None = only where the CPU's int8 dot product saturates.
+    """
+
+    scheme: str
+    kernel: str | None = None
+    keep: tuple[str, ...] = ()
+    int8_threshold: float = 6.0
+    nf4_blocksize: int = 64
+    reduce_range: bool | None = None
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"quantization must be one of {tuple(SCHEMES)}; got {self.scheme!r}")
+        if self.kernel is not None and self.kernel not in SCHEMES[self.scheme].kernels:
+            raise ValueError(f"kernel {self.kernel!r} does not run {self.scheme} weights; choose one of "
+                             f"{SCHEMES[self.scheme].kernels}")
+        if isinstance(self.keep, str) or not all(isinstance(k, str) for k in self.keep):
+            raise ValueError(f"keep must be a tuple of module-name patterns like ('layers.0.*',); got {self.keep!r}")
+        object.__setattr__(self, "keep", tuple(self.keep))
+        if self.nf4_blocksize not in NF4_BLOCKSIZES:
+            raise ValueError(f"nf4_blocksize must be one of {NF4_BLOCKSIZES}; got {self.nf4_blocksize}")
+        if not self.int8_threshold >= 0:
+            raise ValueError(f"int8_threshold must be >= 0 (0 disables the outlier columns); got "
+                             f"{self.int8_threshold}")
+
+    @property
+    def spec(self) -> Scheme:
+        return SCHEMES[self.scheme]
+
+    def kernel_for(self, device: torch.device | str) -> str:
+        kernel = self.kernel or self.spec.default_kernel(device)
+        dev = torch.device(device).type
+        if dev not in KERNEL_DEVICES[kernel]:
+            raise ValueError(f"the {kernel} kernel runs on {KERNEL_DEVICES[kernel]} only; got device {dev!r}. Choose "
+                             f"another kernel of {self.spec.kernels} or leave kernel=None")
+        return kernel
+
+    def keeps(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.keep)
+
+
+def as_quant_config(quantization) -> QuantConfig | None:
+    if quantization is None or isinstance(quantization, QuantConfig):
+        return quantization
+    if quantization not in SCHEMES:
+        raise ValueError(f"quantization must be None, one of {tuple(SCHEMES)} or a QuantConfig; got "
+                         f"{quantization!r}")
+    return QuantConfig(quantization)
+
+
+# -- primitives (pure tensor functions; the tests hold them bit-exact against torch and bitsandbytes) ------------
+def quantize_int8_rowwise(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w [out, in] (any float dtype) -> (q int8 [out, in], scale fp32 [out]) with w ~= q * scale[:, None].
+
+    Symmetric per output row: scale = absmax / 127, q = round(w * (1 / scale)) in fp32 (half to even), exactly as
+    `torch.quantize_per_channel` rounds (the fbgemm kernel's own quantizer); all-zero rows get scale 1.
+    """
+    w = w.float()
+    absmax = w.abs().amax(dim=1)
+    scale = torch.where(absmax > 0, absmax / 127.0, torch.ones_like(absmax))
+    q = torch.round(w * (1.0 / scale)[:, None]).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def dequantize_int8_rowwise(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.float() * scale[:, None]
+
+
+def _bnb():
+    try:
+        import bitsandbytes as bnb
+    except ImportError as e:
+        raise ValueError("this quantization needs bitsandbytes (pip install 'bitsandbytes>=0.45'); quantization="
+                         "'int8' with its default CPU kernel runs without it") from e
+    return bnb
+
+
+def quantize_nf4(w: torch.Tensor, blocksize: int = 64) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """w [out, in] -> (packed uint8 [(out*in+1)//2, 1], quant state as bitsandbytes serialises it).
+
+    Quantized from bf16 (the compute dtype), blocks of `blocksize` consecutive weights, no double quantization: the
+    CPU kernel expands nested statistics back to bf16 anyway.
+    """
+    bnb = _bnb()
+    packed, qs = bnb.functional.quantize_4bit(w.to(torch.bfloat16).contiguous(), blocksize=blocksize,
+                                              compress_statistics=False, quant_type="nf4")
+    return packed, qs.as_dict(packed=True)
+
+
+def dequantize_nf4(packed: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+    bnb = _bnb()
+    qs = bnb.functional.QuantState.from_dict(state, device=packed.device)
+    return bnb.functional.dequantize_4bit(packed, qs)
+
+
+def quantize_weight(storage: str, w: torch.Tensor, blocksize: int = 64) -> dict[str, torch.Tensor]:
+    """A Linear weight in a checkpoint's stored form: {suffix: tensor}, suffixes relative to '<linear>.weight'."""
+    if storage == "int8":
+        q, scale = quantize_int8_rowwise(w)
+        return {"": q, _SCALE_SUFFIX: scale}
+    packed, state = quantize_nf4(w, blocksize)
+    return {"": packed, **{"." + k: v for k, v in state.items()}}
+
+
+# -- modules ------------------------------------------------------------------------------------------------------
+@functools.cache
+def int8_dot_saturates() -> bool:
+    """Whether fbgemm's u8*s8 GEMM saturates 16-bit pair sums on this CPU (AVX2 without VNNI does).
+
+    255 * 127 * 2 overflows int16: with saturation, 64 products of 1.0 * 1.0 do not come out as 64.
+    """
+    k = 64
+    ones = torch.ones(1, k)
+    q, scale = quantize_int8_rowwise(ones)
+    y = torch.ops.quantized.linear_dynamic(ones, _fbgemm_pack(q, scale, None), reduce_range=False)
+    return abs(y.item() - k) > 1e-3 * k
+
+
+def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    try:
+        with warnings.catch_warnings():  # torch marks quantized tensors deprecated; the kernel is what we use
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(q.shape[0], dtype=torch.long)
+            qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
+            return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float().contiguous())
+    except (AttributeError, RuntimeError) as e:
+        raise ValueError(f"this torch build has no fbgemm int8 kernel ({e}); use QuantConfig('int8', "
+                         "kernel='bnb-int8') or quantization='int4'") from e
+
+
+class FbgemmInt8Linear(nn.Module):
+    """y = x @ W.T + b with W int8 per output channel and x quantized per call: fbgemm's dynamic int8 GEMM.
+
+    The kernel of `torch.ao.nn.quantized.dynamic.Linear`, held directly: that module packs a dummy weight of the full
+    size in its constructor, takes fp32 input only and fixes 7-bit activations. x: [..., in] any float dtype,
+    computed in fp32, returned in x's dtype.
+    """
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.reduce_range = bool(reduce_range)
+        self._packed = _fbgemm_pack(q, scale, bias)
+        # fbgemm keeps the packed int8 matrix plus, per output channel, a scale, a zero point, a column offset
+        # (4 bytes each) and the fp32 bias.
+        self._bytes = q.numel() + 12 * self.out_features + (0 if bias is None else 4 * self.out_features)
+
+    def storage_bytes(self) -> int:
+        return self._bytes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.quantized.linear_dynamic(x.float().contiguous(), self._packed, reduce_range=self.reduce_range)
+        return y.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"activations={'7' if self.reduce_range else '8'}-bit per tensor")
+
+
+class CastEmbedding(nn.Embedding):
+    """An embedding table kept in its (16-bit) checkpoint dtype whose rows come out in the compute dtype."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).to(self.out_dtype)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, padding_idx: int | None, out_dtype: torch.dtype) -> CastEmbedding:
+        e = cls(weight.shape[0], weight.shape[1], padding_idx, device="meta")
+        e.weight = nn.Parameter(weight, requires_grad=False)
+        e.out_dtype = out_dtype
+        return e
+
+
+@functools.cache
+def _bnb_int8_class():
+    bnb = _bnb()
+
+    class BnbInt8Linear(bnb.nn.Linear8bitLt):
+        """bitsandbytes LLM.int8; the input goes in as fp16 (bitsandbytes casts it anyway, and logs each time)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.to(torch.float16)).to(x.dtype)
+
+    return BnbInt8Linear
+
+
+def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tensor | None, shape: tuple[int, int],
+                 cfg: QuantConfig, device: torch.device) -> nn.Module:
+    """A quantized Linear of `shape` (out, in) for `kernel`, from its stored tensors (see `quantize_weight`)."""
+    out_f, in_f = shape
+    if kernel == "fbgemm":
+        rr = int8_dot_saturates() if cfg.reduce_range is None else cfg.reduce_range
+        return FbgemmInt8Linear(stored[""], stored[_SCALE_SUFFIX], bias, rr)
+    bnb = _bnb()
+    if kernel == "bnb-int8":
+        q, scale = stored[""].to(device), stored[_SCALE_SUFFIX].to(device).float()
+        with torch.device("meta"):
+            m = _bnb_int8_class()(in_f, out_f, bias is not None, has_fp16_weights=False,
+                                  threshold=cfg.int8_threshold)
+        m.weight = bnb.nn.Int8Params(q, requires_grad=False, has_fp16_weights=False, CB=q, SCB=scale * 127.0)
+    else:
+        state = {k[1:]: v.to(device) for k, v in stored.items() if k}
+        with torch.device("meta"):
+            m = bnb.nn.Linear4bit(in_f, out_f, bias is not None, compute_dtype=torch.bfloat16, quant_type="nf4",
+                                  compress_statistics=False)
+        m.weight = bnb.nn.Params4bit.from_prequantized(stored[""].to(device), state, requires_grad=False,
+                                                       device=device, module=m)
+        # bitsandbytes' packed CPU kernel needs out % 32 == 0 and whole blocks per row; other shapes dequantize.
+        m.support_avx512bf16_for_cpu = (m.support_avx512bf16_for_cpu and out_f % 32 == 0
+                                        and in_f % cfg.nf4_blocksize == 0)
+        bias = None if bias is None else bias.to(torch.bfloat16)  # bitsandbytes would cast it at the first call
+    if bias is not None:
+        m.bias = nn.Parameter(bias.to(device), requires_grad=False)
+    return m.eval()
+
+
+# -- building quantized backbones ---------------------------------------------------------------------------------
+Read = Callable[[str], torch.Tensor]
+
+
+def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.dtype,
+                   stored: dict | None = None, weights=None, prefix: str = ""):
+    """The `load_backbone` transform: quantized Linears, embeddings kept in their checkpoint dtype.
+
+    Without `stored`, Linear weights are read in full precision and quantized here, one at a time. With `stored`
+    (a quantized checkpoint's manifest), the modules it lists are rebuilt from the stored tensors of `weights`.
+    """
+    device = torch.device(device)
+    kernel = cfg.kernel_for(device)
+    listed = set(stored["modules"]) if stored is not None else None
+
+    def transform(name: str, module: nn.Module, read: Read) -> nn.Module | None:
+        if isinstance(module, nn.Embedding):
+            w = read(name + ".weight")
+            if w.dtype.itemsize >= compute_dtype.itemsize:
+                return None
+            return CastEmbedding.from_weight(w.to(device), module.padding_idx, compute_dtype)
+        if not isinstance(module, nn.Linear):
+            return None
+        shape = (module.out_features, module.in_features)
+        if listed is None:
+            if cfg.keeps(name):
+                return None
+            w = read(name + ".weight")
+            tensors = quantize_weight(cfg.spec.storage, w.to(device), cfg.nf4_blocksize)
+            del w
+        elif name in listed:
+            tensors = _read_stored(weights, prefix + name + ".weight", stored["storage"], shape)
+        else:
+            return None
+        bias = read(name + ".bias").to(device, compute_dtype) if module.bias is not None else None
+        return build_linear(kernel, tensors, bias, shape, cfg, device)
+
+    return transform
+
+
+def _read_stored(weights, key: str, storage: str, shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """One Linear's stored tensors from a quantized checkpoint, checked against the layer's shape."""
+    where = f"{weights.model_dir}: quantized tensor {key!r}"
+    if key not in weights:
+        raise ValueError(f"{where} is missing; the checkpoint does not match its {MANIFEST}. Quantize the full-"
+                         "precision checkpoint again with `edgeprm quantize`")
+    if storage == "int8":
+        q, scale = weights.get(key), weights.get(key + _SCALE_SUFFIX) if key + _SCALE_SUFFIX in weights else None
+        if q.dtype != torch.int8 or tuple(q.shape) != shape or scale is None or tuple(scale.shape) != shape[:1]:
+            raise ValueError(f"{where} must be int8 {shape} with an fp32 {key + _SCALE_SUFFIX!r} [{shape[0]}]; got "
+                             f"{q.dtype} {tuple(q.shape)}")
+        return {"": q, _SCALE_SUFFIX: scale.float()}
+    stored = {"": weights.get(key)}
+    for k in [k for k in weights.keys() if k.startswith(key + ".")]:
+        stored[k[len(key):]] = weights.get(k)
+    n = stored[""].numel()
+    if stored[""].dtype != torch.uint8 or n != (shape[0] * shape[1] + 1) // 2 or ".absmax" not in stored:
+        raise ValueError(f"{where} must be packed NF4 (uint8, {(shape[0] * shape[1] + 1) // 2} bytes, with "
+                         f"'.absmax' and a quant state) for a {shape} layer; got {stored[''].dtype} {n} bytes")
+    return stored
+
+
+def quantize_backbone(model: nn.Module, quantization: str | QuantConfig, device=None) -> nn.Module:
+    """Replace the Linear layers of an already loaded backbone with quantized ones, in place; returns the model.
+
+    `edgeprm.load(..., quantization=...)` quantizes while loading instead, without a full-precision copy.
+    """
+    cfg = as_quant_config(quantization)
+    if cfg is None:
+        return model
+    first = next(model.parameters())
+    transform = make_transform(cfg, device or first.device, first.dtype)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            new = transform(name, module, lambda n: model.get_parameter(n).detach())
+            if new is not None:
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
+
+
+def read_manifest(model_dir: Path) -> dict | None:
+    """A quantized checkpoint's `edgeprm.json` (None for a full-precision checkpoint), checked."""
+    f = Path(model_dir) / MANIFEST
+    if not f.is_file():
+        return None
+    try:
+        m = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{f} is not valid JSON: {e}") from e
+    if m.get("format") != FORMAT:
+        return None  # another edgeprm artifact (an ONNX bundle has its own manifest): not a quantized checkpoint
+    version = m.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{f} has format_version {version!r}; this edgeprm reads quantized checkpoints up to "
+                         f"version {FORMAT_VERSION}. Upgrade edgeprm, or quantize the full-precision checkpoint "
+                         "again with this version")
+    if m.get("quantization") not in SCHEMES or m.get("storage") != SCHEMES[m["quantization"]].storage:
+        raise ValueError(f"{f}: quantization {m.get('quantization')!r} with storage {m.get('storage')!r} is not one "
+                         f"of this build's schemes {tuple(SCHEMES)}")
+    return m
+
+
+def plan_backbone(model_dir: Path, weights, quantization, device: torch.device, compute_dtype: torch.dtype):
+    """What `edgeprm.load` needs: (scheme name or None, `load_backbone` transform or None).
+
+    A quantized checkpoint (with `edgeprm.json`) is rebuilt from its stored tensors; `quantization` must then be None
+    or the same scheme (a QuantConfig may pick its kernel). Otherwise the scheme quantizes full-precision weights as
+    they load.
+    """
+    from edgeprm.loading import backbone_prefix
+
+    cfg = as_quant_config(quantization)
+    manifest = read_manifest(model_dir)
+    if manifest is None:
+        if cfg is None:
+            return None, None
+        return cfg.scheme, make_transform(cfg, device, compute_dtype)
+    stored = manifest["quantization"]
+    if cfg is None:
+        cfg = QuantConfig(stored, keep=tuple(manifest.get("keep", ())))
+    elif cfg.scheme != stored:
+        raise ValueError(f"{model_dir} holds {stored} weights, but quantization={cfg.scheme!r} was asked for; load "
+                         f"it with quantization=None (or {stored!r}), or quantize the full-precision checkpoint with "
+                         f"--quantization {cfg.scheme}")
+    cfg = replace(cfg, nf4_blocksize=manifest.get("nf4_blocksize", 64))  # what the stored blocks are
+    return cfg.scheme, make_transform(cfg, device, compute_dtype, manifest, weights, backbone_prefix(weights))
+
+
+# -- quantized checkpoints ----------------------------------------------------------------------------------------
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("edgeprm", "torch", "bitsandbytes", "safetensors", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: str | None = None,
+                   revision: str | None = None, overwrite: bool = False) -> Path:
+    """Write a quantized checkpoint of `model` (a full-precision PRM directory or hub id; None = the default).
+
+    `out_dir` gets `model.safetensors` (the quantized Linear weights with their scales or NF4 quant state, every
+    other tensor as stored; a step-classifier's or value-head's unused `lm_head` is left out), `config.json`, the
+    tokenizer and head files, and `edgeprm.json` (format version, scheme, quantized modules, package versions).
+    Tensors are quantized one at a time: peak memory is the quantized checkpoint plus one layer. The directory is
+    written beside `out_dir` and renamed into place when complete.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from edgeprm.families import Family, parse_family
+    from edgeprm.loading import (
+        HUB_PATTERNS,
+        SafetensorsCheckpoint,
+        backbone_prefix,
+        build_backbone_config,
+        detect_family,
+        read_config,
+        resolve_model_dir,
+    )
+    from edgeprm.scorer import default_model_dir
+
+    cfg = as_quant_config(quantization)
+    if cfg is None:
+        raise ValueError(f"save_quantized needs a scheme, one of {tuple(SCHEMES)}; got None")
+    src = default_model_dir() if model is None else resolve_model_dir(model, revision)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(f"{out} already exists and is not empty; choose a new directory or pass --overwrite")
+    if out.exists() and out.resolve() == src.resolve():
+        raise ValueError(f"the output directory {out} is the source checkpoint; choose a new directory")
+    held = read_manifest(src)
+    if held is not None:
+        raise ValueError(f"{src} is already a quantized checkpoint ({held['quantization']}); quantize the full-"
+                         "precision checkpoint instead")
+    config, weights = read_config(src), SafetensorsCheckpoint(src)
+    if not weights:
+        raise FileNotFoundError(f"{src} has no *.safetensors weights to quantize")
+    fam = parse_family(family) if family is not None else detect_family(src, config, weights)
+    with torch.device("meta"):
+        meta = AutoModel.from_config(build_backbone_config(config))
+    prefix = backbone_prefix(weights)
+    linears = {n: m for n, m in meta.named_modules() if isinstance(m, nn.Linear) and not cfg.keeps(n)}
+    absent = [prefix + n + ".weight" for n in linears if prefix + n + ".weight" not in weights]
+    if absent:
+        raise ValueError(f"{src}: backbone tensors {absent[:3]} are missing from {weights.files()}")
+    tensors: dict[str, torch.Tensor] = {}
+    for key in sorted(weights.keys()):
+        if key.startswith("lm_head.") and fam is not Family.TOKEN_PROB:
+            continue  # only a token-prob PRM reads (two rows of) its LM head
+        t = weights.get(key)
+        owner = key[len(prefix):].rpartition(".")[0] if key.startswith(prefix) else None
+        if owner in linears and key.endswith(".weight"):
+            m = linears[owner]
+            if tuple(t.shape) != (m.out_features, m.in_features):
+                raise ValueError(f"{src}: tensor {key!r} has shape {tuple(t.shape)}, config.json implies "
+                                 f"{(m.out_features, m.in_features)}")
+            for suffix, v in quantize_weight(cfg.spec.storage, t, cfg.nf4_blocksize).items():
+                tensors[key + suffix] = v.contiguous()
+        else:
+            tensors[key] = t.contiguous()
+        del t
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt", "edgeprm": cfg.scheme})
+        skip = {"model.safetensors.index.json", MANIFEST}
+        for f in sorted(src.iterdir()):
+            if (f.is_file() and f.name not in skip and not f.name.endswith(".safetensors")
+                    and any(fnmatch.fnmatchcase(f.name, p) for p in HUB_PATTERNS)):
+                shutil.copy2(f, tmp / f.name)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "quantization": cfg.scheme,
+            "storage": cfg.spec.storage,
+            **({"nf4_blocksize": cfg.nf4_blocksize} if cfg.spec.storage == "nf4" else {}),
+            "keep": list(cfg.keep),
+            "family": fam.value,
+            "modules": sorted(linears),
+            "bytes": sum(v.numel() * v.element_size() for v in tensors.values()),
+            "source": str(src),
+            "versions": _versions(),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def cmd_quantize(args) -> int:
+    import sys
+
+    out = save_quantized(args.model, args.out_dir, QuantConfig(args.quantization, keep=tuple(args.keep)),
+                         family=args.family, overwrite=args.overwrite)
+    m = read_manifest(out)
+    size = (out / "model.safetensors").stat().st_size
+    print(f"edgeprm: {len(m['modules'])} Linear layers -> {m['quantization']} ({m['storage']}), "
+          f"model.safetensors {size / 2**20:.1f} MiB -> {out}", file=sys.stderr)
+    return 0
+
+
+def add_quantize_parser(sub) -> None:
+    from edgeprm.families import FAMILIES
+
+    p = sub.add_parser("quantize", help="write an 8-bit or 4-bit checkpoint of a PRM",
+                       description="Quantize the backbone's Linear layers of a full-precision PRM checkpoint and write "
+                                   "a checkpoint that `edgeprm.load(OUT_DIR)` / `edgeprm score --model OUT_DIR` load "
+                                   "without ever holding full-precision weights.")
+    p.add_argument("model", help="full-precision checkpoint directory or hub id")
+    p.add_argument("out_dir", help="directory to write (must not exist or be empty, unless --overwrite)")
+    p.add_argument("--quantization", required=True, choices=tuple(SCHEMES),
+                   help="; ".join(f"{k}: {v.summary}" for k, v in SCHEMES.items()))
+    p.add_argument("--keep", action="append", default=[], metavar="PATTERN",
+                   help="Linear layers to keep at full precision (fnmatch on backbone names, e.g. 'layers.0.*'); "
+                        "repeatable")
+    p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    p.set_defaults(func=cmd_quantize)
+
+
+__all__ = ["KERNEL_DEVICES", "MANIFEST", "SCHEMES", "CastEmbedding", "FbgemmInt8Linear", "QuantConfig",
+           "Scheme", "add_quantize_parser", "as_quant_config", "build_linear", "dequantize_int8_rowwise",
+           "dequantize_nf4", "make_transform", "plan_backbone", "quantize_backbone", "quantize_int8_rowwise",
+           "quantize_nf4", "quantize_weight", "read_manifest", "save_quantized"]
