@@ -9,7 +9,8 @@ For each candidate:
   orders the same way (a candidate tie counts as a disagreement);
 - Best-of-N top-1 agreement: the share of groups whose highest-scoring row (first on ties, NaN lowest, as
   `Scorer.best_of_n`) is the same; rows are grouped by `--group-key` (default `group`) when rows carry it, else by
-  identical `problem` text;
+  identical `problem` text. The groups whose pick changed are listed with the reference's margin (its best score
+  minus its second best): a change where the reference itself was all but tied says little about the candidate;
 - Best-of-N accuracy (reference and candidate) when rows carry a correctness label (`is_correct`).
 Missing and extra ids, duplicate ids and rows whose step counts differ are counted and listed, never dropped
 silently; groups with such a row are left out of the per-group figures and counted as incomplete.
@@ -156,8 +157,14 @@ class ParityReport:
     n_groups: int  # complete groups (every row aligned), used for top-1 and accuracy
     incomplete_groups: int
     top1_agreement: float | None
+    top1_changes: tuple[tuple[str, float], ...]  # (group, reference margin) of groups whose pick changed
     reference_bon_accuracy: float | None
     bon_accuracy: float | None
+
+    @property
+    def max_changed_margin(self) -> float | None:
+        """The largest reference margin among groups whose Best-of-N pick changed (None if none changed)."""
+        return max((m for _, m in self.top1_changes), default=None)
 
     @property
     def complete(self) -> bool:
@@ -206,10 +213,11 @@ def compare(reference: list[dict], candidate: list[dict], name: str = "candidate
         g = r.get(group_key)
         groups.setdefault(f"{group_key}={g}" if g is not None else f"problem={r.get('problem')}", []).append(k)
     ok = set(aligned)
-    complete = [m for m in groups.values() if all(k in ok for k in m)]
+    complete = {g: m for g, m in groups.items() if all(k in ok for k in m)}
     agree = pairs = top1 = 0
+    changes = []
     correct_ref = correct_cand = labelled = 0
-    for members in complete:
+    for g, members in complete.items():
         r_sc = [_value(ref[k]["score"]) for k in members]
         c_sc = [_value(cand[k]["score"]) for k in members]
         for i in range(len(members)):
@@ -220,6 +228,9 @@ def compare(reference: list[dict], candidate: list[dict], name: str = "candidate
                     agree += int(np.sign(dr) == np.sign(dc))
         bi, bc = _best(r_sc), _best(c_sc)
         top1 += int(bi == bc)
+        if bi != bc:
+            rest = [v for i, v in enumerate(r_sc) if i != bi and not math.isnan(v)]
+            changes.append((g, r_sc[bi] - max(rest) if rest else math.inf))
         labels = [ref[k].get(LABEL_KEY, cand[k].get(LABEL_KEY)) for k in members]
         if all(v is not None for v in labels):
             labelled += 1
@@ -237,7 +248,7 @@ def compare(reference: list[dict], candidate: list[dict], name: str = "candidate
         kendall=_none_if_nan(kendall_tau_b(rs[finite], cs[finite])),
         n_pairs=pairs, pairwise_agreement=agree / pairs if pairs else None,
         n_groups=n_groups, incomplete_groups=len(groups) - n_groups,
-        top1_agreement=top1 / n_groups if n_groups else None,
+        top1_agreement=top1 / n_groups if n_groups else None, top1_changes=tuple(changes),
         reference_bon_accuracy=correct_ref / labelled if labelled else None,
         bon_accuracy=correct_cand / labelled if labelled else None,
     )
@@ -305,6 +316,8 @@ def format_table(reports: Sequence[ParityReport], reference: str) -> str:
         ("pairwise agreement", [_fmt(r.pairwise_agreement) for r in reports]),
         ("groups (incomplete)", [f"{r.n_groups} ({r.incomplete_groups})" for r in reports]),
         ("Best-of-N top-1 agreement", [_fmt(r.top1_agreement) for r in reports]),
+        ("picks changed (max ref. margin)", [f"{len(r.top1_changes)} ({_fmt(r.max_changed_margin)})"
+                                             for r in reports]),
         ("Best-of-N accuracy", [_fmt(r.bon_accuracy) for r in reports]),
     ]
     width = max(len(k) for k, _ in rows)

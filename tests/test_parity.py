@@ -61,6 +61,7 @@ def test_identical_files_agree_perfectly():
     r = compare(ref, ref)
     assert r.complete and r.n_aligned == 8 and r.step_max_abs == 0 and r.score_max_abs == 0
     assert r.spearman == pytest.approx(1) and r.kendall == pytest.approx(1) and r.pairwise_agreement == 1
+    assert r.top1_changes == () and r.max_changed_margin is None
     assert r.n_groups == 2 and r.top1_agreement == 1 and r.bon_accuracy == r.reference_bon_accuracy == 1
 
 
@@ -70,6 +71,7 @@ def test_perturbed_candidate_figures():
     r = compare(ref, cand)
     assert r.step_max_abs == pytest.approx(0.1) and r.step_mean_abs == pytest.approx(0.4 / 16)
     assert r.top1_agreement == 0.5 and r.reference_bon_accuracy == 1 and r.bon_accuracy == 0.5
+    assert r.top1_changes == (("problem=p1", pytest.approx(0.1)),) and r.max_changed_margin == pytest.approx(0.1)
     assert r.n_pairs == 12 and r.pairwise_agreement == pytest.approx(11 / 12)
     assert BARS["int8"].failures(r) == ["step max |delta| 0.1 > 0.02", "Best-of-N top-1 agreement 0.5 < 0.99"]
     assert FidelityBar(min_spearman=0.5).failures(r) == []
@@ -97,6 +99,7 @@ def test_groups_by_group_field_else_problem_and_nan_scores_rank_last():
     cand = rows([0.1, float("nan"), 0.5, 0.3], groups=["a", "a", "b", "b"])
     r = compare(ref, cand)
     assert r.n_groups == 2 and r.top1_agreement == 0.5  # NaN never wins, as in Scorer.best_of_n
+    assert r.top1_changes == (("group=a", pytest.approx(0.8)),)
     assert compare(ref, ref, group_key="nope").n_groups == 1  # no such field: grouped by problem text
     anonymous = [{k: v for k, v in x.items() if k != "id"} for x in ref]
     assert compare(anonymous, anonymous).n_aligned == 4  # no ids: aligned by line
@@ -114,7 +117,7 @@ def test_cli_table_and_json(tmp_path, capsys):
     assert main(["parity", str(ref), str(c1), str(c2)]) == 0
     out, err = capsys.readouterr()
     assert "int8.jsonl" in out and "int4.jsonl" in out and "Best-of-N top-1 agreement" in out
-    assert "step max |delta|" in out and "0.0100" in out
+    assert "step max |delta|" in out and "0.0100" in out and "picks changed (max ref. margin)" in out
     assert "int4.jsonl: missing ids 'r3'" in out and "some rows did not align" in err
     assert main(["parity", str(ref), str(c1), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
