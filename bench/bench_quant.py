@@ -1,0 +1,221 @@
+"""8/4-bit scorers: memory and speed at the exact Qwen2.5-1.5B shape, per-kernel speed and error, GSM8K fidelity.
+
+    python bench/bench_quant.py memory    [--dir D] [--fp32] [--tokens 512]   peak RSS + tok/s, fresh process each
+    python bench/bench_quant.py kernels   [--layers 4] [--tokens 512]         per-kernel table on a layer slice
+    python bench/bench_quant.py fidelity  [--model M] [--problems N] [--out D] GSM8K Best-of-4 parity vs fp32
+
+`memory` writes a random value-head PRM of the ReasonFlux-PRM-1.5B shape (hidden 1536, 28 layers, 12 heads / 2 KV
+heads, intermediate 8960, vocab 151,936, tied embeddings; bf16 safetensors, ~3.1 GB, plus reward_head.pt and a small
+tokenizer) and its `edgeprm quantize` int8/int4 checkpoints under --dir (kept for reruns), then for each config loads
+it and scores one --tokens trajectory in a fresh process (`edgeprm.memory.measure_peak_rss`): peak RSS is that
+process's high-water mark, interpreter and imports included. `kernels` runs the same shape cut to --layers layers
+in this process: tokens/s of one prefill and the error of the final hidden states against fp32 (random weights: the
+hidden-state error is meaningful, score ranks are not). `fidelity` scores the GSM8K Best-of-4 rows
+(../shared/data/gsm8k_model_solutions.jsonl) with the trained PRM (the bundled demo PRM by default) in fp32 and with
+each quantized path, writes the score files and prints `edgeprm parity`'s table against the bars. Prints tables;
+asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import edgeprm  # noqa: E402
+from edgeprm.memory import format_bytes, measure_peak_rss, weight_bytes  # noqa: E402
+from edgeprm.quantize import QuantConfig  # noqa: E402
+
+QWEN_1P5B = dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960,
+                 max_position_embeddings=32768, tie_word_embeddings=True)
+VOCAB = 151_936
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_model_solutions.jsonl"
+# (label, quantization, dtype): the configs `kernels` and `fidelity` compare.
+PATHS = [("fp32", None, "float32"), ("bf16", None, "bfloat16"), ("int8 fbgemm", QuantConfig("int8", "fbgemm"), "auto"),
+         ("int8 bnb", QuantConfig("int8", "bnb-int8"), "auto"), ("int4 nf4", QuantConfig("int4", "bnb-nf4"), "auto")]
+# `kernels` also runs NF4 with the rest of the model (norms, attention math, residual stream) in bf16.
+KERNEL_PATHS = [*PATHS, ("int4 nf4, bf16", QuantConfig("int4", "bnb-nf4"), "bfloat16")]
+
+
+def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
+    """A random value-head PRM of the 1.5B shape with `layers` layers: bf16 safetensors, reward_head.pt, tokenizer.
+
+    Tensors are drawn one at a time (as edgeprm.fixtures.random_backbone_state scales them) so that no fp32 copy of
+    the model is ever built.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from edgeprm.fixtures import build_tokenizer, tiny_qwen2_config
+    from edgeprm.loading import build_backbone_config
+
+    if (out / "config.json").is_file():
+        return out
+    tmp = out.with_name(out.name + ".tmp")
+    build_tokenizer(tmp, seed=seed)
+    config = tiny_qwen2_config(VOCAB, **{**QWEN_1P5B, "num_layers": layers}, torch_dtype="bfloat16")
+    with torch.device("meta"):
+        meta = AutoModel.from_config(build_backbone_config(config))
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, ref in meta.state_dict().items():
+        if name.endswith("norm.weight") or "layernorm" in name:
+            t = 1.0 + 0.1 * torch.randn(ref.shape, generator=g)
+        elif name.endswith("embed_tokens.weight"):
+            t = 0.5 * torch.randn(ref.shape, generator=g)
+        else:
+            t = torch.randn(ref.shape, generator=g) * (0.5 / ref.shape[-1] ** 0.5)
+        tensors[f"model.{name}"] = t.to(torch.bfloat16)
+        del t
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    del tensors
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    h = config["hidden_size"]
+    torch.save({"weight": torch.randn(1, h, generator=g) * (2.0 / h**0.5), "bias": torch.zeros(1)},
+               tmp / "reward_head.pt")
+    tmp.rename(out)
+    return out
+
+
+def cmd_memory(args) -> None:
+    from edgeprm.quantize import save_quantized
+
+    root = Path(args.dir)
+    src = write_random_value_head(root / "qwen2.5-1.5b-shape.bf16", 28)
+    stored = {}
+    for q in ("int8", "int4"):
+        stored[q] = root / f"qwen2.5-1.5b-shape.{q}"
+        if not (stored[q] / "edgeprm.json").is_file():
+            t = time.perf_counter()
+            save_quantized(src, stored[q], q, overwrite=True)
+            print(f"wrote {stored[q].name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    configs = [("bf16", src, None, "bfloat16"),
+               ("int8 (from bf16 ckpt)", src, "int8", "auto"), ("int4 (from bf16 ckpt)", src, "int4", "auto"),
+               ("int8 (edgeprm quantize)", stored["int8"], None, "auto"),
+               ("int4 (edgeprm quantize)", stored["int4"], None, "auto")]
+    if args.fp32:
+        configs.insert(0, ("fp32", src, None, "float32"))
+    head = (f"{'config':26} {'peak RSS':>10} {'after import':>12} {'after load':>10} {'weights':>10} "
+            f"{'load s':>7} {'1st call s':>10} {'tok/s':>7}")
+    print(f"value-head PRM, Qwen2.5-1.5B shape (random weights), one {args.tokens}-token trajectory, "
+          f"{torch.get_num_threads()} threads, each config in a fresh process\n\n{head}\n{'-' * len(head)}")
+    for label, model, q, dtype in configs:
+        r = measure_peak_rss(model, q, tokens=args.tokens, repeats=2, device="cpu", dtype=dtype)
+        print(f"{label:26} {format_bytes(r['peak_rss']):>10} {format_bytes(r['import_rss']):>12} "
+              f"{format_bytes(r['load_rss']):>10} {format_bytes(r['weight_bytes']['total']):>10} "
+              f"{r['load_s']:7.1f} {r['first_score_s']:10.1f} {r['tokens_per_s']:7.0f}", flush=True)
+        if args.json:
+            print(json.dumps({"config": label, **r}), file=sys.stderr)
+    for q in ("int8", "int4"):
+        size = (stored[q] / "model.safetensors").stat().st_size
+        print(f"{stored[q].name}/model.safetensors: {format_bytes(size)}")
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up (bitsandbytes repacks NF4 for its CPU kernel on the first call)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cmd_kernels(args) -> None:
+    root = Path(args.dir)
+    src = write_random_value_head(root / f"qwen2.5-1.5b-shape.{args.layers}layers.bf16", args.layers)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 640, (1, args.tokens), generator=g)
+    mask = torch.ones_like(ids)
+    ref = None
+    head = f"{'config':14} {'tok/s':>7} {'vs bf16':>8} {'max |dh|/max |h|':>17} {'SQNR dB':>8} {'Linear bytes':>13}"
+    print(f"{args.layers} layers of the Qwen2.5-1.5B shape (random weights), one {args.tokens}-token prefill, "
+          f"{torch.get_num_threads()} threads; errors of the final hidden states vs fp32\n\n{head}\n{'-' * len(head)}")
+    rows = []
+    for label, q, dtype in KERNEL_PATHS:
+        s = edgeprm.load(src, quantization=q, device="cpu", dtype=dtype)
+        h = s.hidden_states(ids, mask).float()
+        sec = _time(lambda s=s: s.hidden_states(ids, mask), args.repeats)
+        wb = weight_bytes(s)
+        if ref is None:
+            ref = h
+        err = (h - ref).abs().max().item() / ref.abs().max().item()
+        sqnr = 10 * torch.log10(ref.pow(2).mean() / (h - ref).pow(2).mean().clamp(min=1e-30)).item()
+        rows.append((label, args.tokens / sec, err, sqnr, wb["attention"] + wb["mlp"]))
+        del s
+    bf16 = next(r[1] for r in rows if r[0] == "bf16")
+    for label, tps, err, sqnr, nbytes in rows:
+        sq = "exact" if label == "fp32" else f"{sqnr:8.1f}"
+        print(f"{label:14} {tps:7.0f} {tps / bf16:7.2f}x {err:17.4f} {sq:>8} {format_bytes(nbytes):>13}")
+
+
+def cmd_fidelity(args) -> None:
+    from edgeprm.data import gsm8k_rows, write_jsonl
+    from edgeprm.parity import BARS, compare, format_table
+
+    model = Path(args.model) if args.model else Path(edgeprm.__file__).parent / "assets" / "demo-prm"
+    if not (model / "config.json").is_file():
+        sys.exit(f"no trained PRM at {model}; pass --model DIR (the bars need a trained model)")
+    if not GSM8K.is_file():
+        sys.exit(f"{GSM8K} is missing")
+    rows = [r for r in gsm8k_rows(GSM8K) if args.problems is None or int(r["group"]) < args.problems]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for label, q, dtype in PATHS:
+        t = time.perf_counter()
+        # truncate: a small model's position limit may cut long solutions; every path cuts the same steps.
+        s = edgeprm.load(model, quantization=q, device="cpu", dtype=dtype, truncate=True)
+        results = s.score_batch(rows)
+        dt = time.perf_counter() - t
+        scored = [{**r, "step_rewards": x.step_rewards, "trajectory_reward": x.trajectory_reward, "score": x.score}
+                  for r, x in zip(rows, results)]
+        files[label] = out / f"gsm8k.{label.replace(' ', '-')}.jsonl"
+        write_jsonl(scored, files[label])
+        print(f"{label}: {len(rows)} rows in {dt:.0f} s", file=sys.stderr, flush=True)
+    ref = [json.loads(x) for x in files["fp32"].open()]
+    reports = [compare(ref, [json.loads(x) for x in files[k].open()], str(files[k])) for k in files if k != "fp32"]
+    cut = sum(None in r["step_rewards"] for r in ref)
+    print(f"model: {model}\nrows: {len(rows)} ({len({r['group'] for r in rows})} problems x 4 solutions; {cut} "
+          "truncated at the model's position limit)\n")
+    print(format_table(reports, str(files["fp32"])))
+    print()
+    for (label, q, _), r in zip(PATHS[1:], reports):
+        bar = BARS.get(q.scheme) if q is not None else None
+        verdict = "no bar" if bar is None else ("meets " if not bar.failures(r) else "FAILS ") + repr(bar)
+        print(f"{label}: {verdict} {'; '.join(bar.failures(r)) if bar else ''}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    default_dir = os.environ.get("EDGEPRM_BENCH_DIR", "/tmp/edgeprm-bench")
+    m = sub.add_parser("memory")
+    m.add_argument("--dir", default=default_dir)
+    m.add_argument("--tokens", type=int, default=512)
+    m.add_argument("--fp32", action="store_true", help="also fp32 (6.7 GB)")
+    m.add_argument("--json", action="store_true", help="also each measurement as JSON on stderr")
+    k = sub.add_parser("kernels")
+    k.add_argument("--dir", default=default_dir)
+    k.add_argument("--layers", type=int, default=4)
+    k.add_argument("--tokens", type=int, default=512)
+    k.add_argument("--repeats", type=int, default=3)
+    f = sub.add_parser("fidelity")
+    f.add_argument("--model", default=None, help="trained PRM directory (default: edgeprm/assets/demo-prm)")
+    f.add_argument("--problems", type=int, default=None, help="first N problems only (default: all 1,319)")
+    f.add_argument("--out", default=os.path.join(default_dir, "fidelity"))
+    args = ap.parse_args()
+    {"memory": cmd_memory, "kernels": cmd_kernels, "fidelity": cmd_fidelity}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
