@@ -87,7 +87,7 @@ def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
 
 
 def cmd_memory(args) -> None:
-    from edgeprm.quantize import save_quantized
+    from edgeprm.quantized_checkpoint import save_quantized
 
     root = Path(args.dir)
     src = write_random_value_head(root / "qwen2.5-1.5b-shape.bf16", 28)
@@ -107,9 +107,11 @@ def cmd_memory(args) -> None:
     head = (f"{'config':26} {'peak RSS':>10} {'after import':>12} {'after load':>10} {'weights':>10} "
             f"{'load s':>7} {'1st call s':>10} {'tok/s':>7}")
     print(f"value-head PRM, Qwen2.5-1.5B shape (random weights), one {args.tokens}-token trajectory, "
-          f"{torch.get_num_threads()} threads, each config in a fresh process\n\n{head}\n{'-' * len(head)}")
+          f"{torch.get_num_threads()} threads, each config in a fresh process (peak = VmHWM; the embedding table "
+          f"is read whole after loading, as a real vocabulary would touch it)\n\n{head}\n{'-' * len(head)}")
     for label, model, q, dtype in configs:
-        r = measure_peak_rss(model, q, tokens=args.tokens, repeats=2, device="cpu", dtype=dtype)
+        r = measure_peak_rss(model, q, tokens=args.tokens, repeats=2, resident_embeddings=True, device="cpu",
+                             dtype=dtype)
         print(f"{label:26} {format_bytes(r['peak_rss']):>10} {format_bytes(r['import_rss']):>12} "
               f"{format_bytes(r['load_rss']):>10} {format_bytes(r['weight_bytes']['total']):>10} "
               f"{r['load_s']:7.1f} {r['first_score_s']:10.1f} {r['tokens_per_s']:7.0f}", flush=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from edgeprm.encoding import Encoded, TooLongError
 from edgeprm.export.onnx_export import add_export_parser
 from edgeprm.parity import add_parity_parser
-from edgeprm.quantize import add_quantize_parser
+from edgeprm.quantized_checkpoint import add_quantize_parser
 from edgeprm.trajectory import DEFAULT_SPLIT, Trajectory
 
 

@@ -62,6 +62,16 @@ def _rss_now() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's resident high-water mark since exec: VmHWM. Not ru_maxrss: Linux carries the parent's RSS
+    at fork into the child's ru_maxrss across exec, so a child of a big process would report the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def filler_trajectory(scorer, tokens: int):
     """A plain arithmetic trajectory of at least `tokens` tokens for this scorer's encoder."""
     from edgeprm.trajectory import Trajectory
@@ -77,8 +87,6 @@ def filler_trajectory(scorer, tokens: int):
 
 
 def _rss_child(spec: dict) -> None:
-    import resource
-    import sys
     import time
 
     from edgeprm.scorer import load
@@ -86,7 +94,15 @@ def _rss_child(spec: dict) -> None:
     import_rss = _rss_now()
     t0 = time.perf_counter()
     scorer = load(spec["model"], spec["quantization"], **spec["load"])
-    load_s, load_rss = time.perf_counter() - t0, _rss_now()
+    load_s = time.perf_counter() - t0
+    if spec["resident_embeddings"]:
+        # Weights read from safetensors are lazy file mappings: only the rows of token ids in use become resident.
+        # Reading the whole table counts it as a real vocabulary's working set eventually would.
+        for m in scorer.backbone.modules():
+            if isinstance(m, nn.Embedding):
+                for rows in m.weight.split(4096):  # in slices: no full-size temporary
+                    rows.sum(dtype=torch.float32)
+    load_rss = _rss_now()
     traj = filler_trajectory(scorer, spec["tokens"])
     n = len(scorer.encoder.encode(traj, False).ids)
     t0 = time.perf_counter()
@@ -97,26 +113,27 @@ def _rss_child(spec: dict) -> None:
         t0 = time.perf_counter()
         scorer.score_batch([traj])
         warm.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-    print(json.dumps({"quantization": spec["quantization"], "peak_rss": peak, "import_rss": import_rss,
+    print(json.dumps({"quantization": spec["quantization"], "peak_rss": _peak_rss(), "import_rss": import_rss,
                       "load_rss": load_rss, "load_s": load_s, "first_score_s": first_s, "tokens": n,
                       "tokens_per_s": n / min(warm) if warm else n / first_s, "score": first.score,
                       "weight_bytes": weight_bytes(scorer)}))
 
 
 def measure_peak_rss(model=None, quantization: str | None = None, tokens: int = 512, repeats: int = 2,
-                     timeout: float | None = None, **load_kw) -> dict:
-    """Load `model` and score one `tokens`-token trajectory in a fresh Python process; return its figures.
+                     timeout: float | None = None, resident_embeddings: bool = False, **load_kw) -> dict:
+    """Load `model` and score one `tokens`-token trajectory in a fresh Python process; return its figures (Linux).
 
-    peak_rss: the process's high-water mark in bytes (interpreter and imports included); import_rss: resident bytes
-    after the imports, before loading; load_rss: after loading; tokens_per_s: best of `repeats` warm calls.
-    `load_kw` go to `edgeprm.load` and must be JSON values (dtype="bfloat16", device="cpu", ...).
+    peak_rss: the process's high-water mark in bytes (VmHWM: interpreter and imports included); import_rss:
+    resident bytes after the imports, before loading; load_rss: after loading; tokens_per_s: best of `repeats` warm
+    calls. resident_embeddings: read the whole embedding table after loading, so that a small test tokenizer that
+    touches few rows of a lazily mapped table does not flatter the figure. `load_kw` go to `edgeprm.load` and must
+    be JSON values (dtype="bfloat16", device="cpu", ...).
     """
     import subprocess
     import sys
 
     spec = {"model": None if model is None else str(model), "quantization": quantization, "tokens": tokens,
-            "repeats": repeats, "load": load_kw}
+            "repeats": repeats, "resident_embeddings": resident_embeddings, "load": load_kw}
     code = "import json, sys; from edgeprm.memory import _rss_child; _rss_child(json.loads(sys.argv[1]))"
     r = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
                        timeout=timeout)

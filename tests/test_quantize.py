@@ -23,6 +23,7 @@ from edgeprm.quantize import (
     SCHEMES,
     CastEmbedding,
     FbgemmInt8Linear,
+    Int8Embedding,
     QuantConfig,
     build_linear,
     dequantize_int8_rowwise,
@@ -32,8 +33,8 @@ from edgeprm.quantize import (
     quantize_int8_rowwise,
     quantize_nf4,
     quantize_weight,
-    save_quantized,
 )
+from edgeprm.quantized_checkpoint import save_quantized
 from edgeprm.scorer import QUANTIZATIONS
 
 from .conftest import GSM8K
@@ -215,6 +216,41 @@ def test_bf16_checkpoint_keeps_its_embedding_table_in_bf16(checkpoints, tmp_path
     ids = torch.tensor([[1, 5, 9]])
     assert torch.equal(emb(ids), fp32.backbone.embed_tokens(ids))  # the exact rows of the fp32 upcast
     assert weight_bytes(s)["embeddings"] * 2 == weight_bytes(fp32)["embeddings"]
+
+
+def test_int8_embeddings_option(checkpoints, scorers, tmp_path):
+    fp32 = scorers["value-head"]
+    s = edgeprm.load(checkpoints["value-head"], quantization=QuantConfig("int8", embeddings="int8"), device="cpu")
+    emb = s.backbone.embed_tokens
+    assert isinstance(emb, Int8Embedding) and emb.weight.dtype == torch.int8
+    q, scale = quantize_int8_rowwise(fp32.backbone.embed_tokens.weight)
+    ids = torch.tensor([[0, 7, 300], [5, 5, 1]])
+    assert torch.equal(emb(ids), dequantize_int8_rowwise(q, scale)[ids])  # exactly q * scale per row
+    assert weight_bytes(s)["embeddings"] == q.numel() + 4 * q.shape[0]
+    out = tmp_path / "q"
+    assert main(["quantize", str(checkpoints["value-head"]), str(out), "--quantization", "int8",
+                 "--embeddings", "int8"]) == 0
+    assert json.loads((out / MANIFEST).read_text())["embeddings"] == "int8"
+    stored = edgeprm.load(out, device="cpu")
+    assert isinstance(stored.backbone.embed_tokens, Int8Embedding)
+    assert [r.score for r in stored.score_batch(ROWS)] == [r.score for r in s.score_batch(ROWS)]
+    with pytest.raises(ValueError, match="embeddings must be one of \\('keep', 'int8'\\); got 'int4'"):
+        QuantConfig("int8", embeddings="int4")
+
+
+def test_tied_token_prob_keeps_its_embedding_table(checkpoints, tmp_path):
+    src, tied = checkpoints["token-prob"], tmp_path / "tied"
+    tied.mkdir()
+    for f in src.iterdir():
+        (tied / f.name).write_bytes(f.read_bytes())
+    tensors = load_file(src / "model.safetensors")
+    del tensors["lm_head.weight"]  # the good/bad rows now come from the embedding table
+    save_file(tensors, str(tied / "model.safetensors"))
+    cfg = json.loads((src / "config.json").read_text())
+    (tied / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": True}))
+    with pytest.raises(ValueError, match="tied embedding table, which must stay full precision; quantize it with "
+                                         "embeddings='keep'"):
+        save_quantized(tied, tmp_path / "q", QuantConfig("int8", embeddings="int8"))
 
 
 def test_quantize_backbone_in_place_matches_quantize_while_loading(checkpoints):

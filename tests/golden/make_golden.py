@@ -62,7 +62,7 @@ def main() -> int:
     import edgeprm
     from edgeprm.data import write_jsonl
     from edgeprm.fixtures import build_step_classifier
-    from edgeprm.quantize import _versions
+    from edgeprm.quantized_checkpoint import package_versions
 
     rows = make_rows()
     write_jsonl(rows, INPUT)
@@ -76,7 +76,7 @@ def main() -> int:
         meta = {"fixture": f"edgeprm.fixtures.build_step_classifier(seed={FIXTURE_SEED})",
                 "input": INPUT.name, "reference": REFERENCE.name, "dtype": "float32",
                 "sha256": {f: sha256(model / f) for f in FIXTURE_FILES},
-                "versions": {k: v for k, v in _versions().items() if k != "bitsandbytes"}}
+                "versions": {k: v for k, v in package_versions().items() if k != "bitsandbytes"}}
     META.write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {INPUT.name} ({len(rows)} rows), {REFERENCE.name}, {META.name}", file=sys.stderr)
     return 0
