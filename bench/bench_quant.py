@@ -92,19 +92,22 @@ def cmd_memory(args) -> None:
     root = Path(args.dir)
     src = write_random_value_head(root / "qwen2.5-1.5b-shape.bf16", 28)
     stored = {}
-    for q in ("int8", "int4"):
-        stored[q] = root / f"qwen2.5-1.5b-shape.{q}"
-        if not (stored[q] / "edgeprm.json").is_file():
+    for q, emb in (("int8", "keep"), ("int4", "keep"), ("int8", "int8"), ("int4", "int8")):
+        name = q if emb == "keep" else f"{q}.emb-int8"
+        stored[name] = root / f"qwen2.5-1.5b-shape.{name}"
+        if not (stored[name] / "edgeprm.json").is_file():
             t = time.perf_counter()
-            save_quantized(src, stored[q], q, overwrite=True)
-            print(f"wrote {stored[q].name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+            save_quantized(src, stored[name], QuantConfig(q, embeddings=emb), overwrite=True)
+            print(f"wrote {stored[name].name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     configs = [("bf16", src, None, "bfloat16"),
                ("int8 (from bf16 ckpt)", src, "int8", "auto"), ("int4 (from bf16 ckpt)", src, "int4", "auto"),
                ("int8 (edgeprm quantize)", stored["int8"], None, "auto"),
-               ("int4 (edgeprm quantize)", stored["int4"], None, "auto")]
+               ("int4 (edgeprm quantize)", stored["int4"], None, "auto"),
+               ("int8, int8 embeddings", stored["int8.emb-int8"], None, "auto"),
+               ("int4, int8 embeddings", stored["int4.emb-int8"], None, "auto")]
     if args.fp32:
         configs.insert(0, ("fp32", src, None, "float32"))
-    head = (f"{'config':26} {'peak RSS':>10} {'after import':>12} {'after load':>10} {'weights':>10} "
+    head = (f"{'config':26} {'peak RSS':>10} {'(GB)':>6} {'after import':>12} {'after load':>10} {'weights':>10} "
             f"{'load s':>7} {'1st call s':>10} {'tok/s':>7}")
     print(f"value-head PRM, Qwen2.5-1.5B shape (random weights), one {args.tokens}-token trajectory, "
           f"{torch.get_num_threads()} threads, each config in a fresh process (peak = VmHWM; the embedding table "
@@ -112,14 +115,14 @@ def cmd_memory(args) -> None:
     for label, model, q, dtype in configs:
         r = measure_peak_rss(model, q, tokens=args.tokens, repeats=2, resident_embeddings=True, device="cpu",
                              dtype=dtype)
-        print(f"{label:26} {format_bytes(r['peak_rss']):>10} {format_bytes(r['import_rss']):>12} "
+        print(f"{label:26} {format_bytes(r['peak_rss']):>10} {r['peak_rss'] / 1e9:6.2f} "
+              f"{format_bytes(r['import_rss']):>12} "
               f"{format_bytes(r['load_rss']):>10} {format_bytes(r['weight_bytes']['total']):>10} "
               f"{r['load_s']:7.1f} {r['first_score_s']:10.1f} {r['tokens_per_s']:7.0f}", flush=True)
         if args.json:
             print(json.dumps({"config": label, **r}), file=sys.stderr)
-    for q in ("int8", "int4"):
-        size = (stored[q] / "model.safetensors").stat().st_size
-        print(f"{stored[q].name}/model.safetensors: {format_bytes(size)}")
+    for d in stored.values():
+        print(f"{d.name}/model.safetensors: {format_bytes((d / 'model.safetensors').stat().st_size)}")
 
 
 def _time(fn, repeats: int) -> float:

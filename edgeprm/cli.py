@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgeprm.demo import add_demo_parser
 from edgeprm.encoding import Encoded, TooLongError
 from edgeprm.export.onnx_export import add_export_parser
 from edgeprm.parity import add_parity_parser
@@ -183,7 +184,7 @@ def add_score_parser(sub) -> None:
 
 
 # Subcommands live in their own modules; each exposes add_parser(subparsers).
-SUBCOMMANDS = [add_score_parser, add_export_parser, add_parity_parser, add_quantize_parser]
+SUBCOMMANDS = [add_demo_parser, add_score_parser, add_export_parser, add_parity_parser, add_quantize_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
