@@ -39,7 +39,8 @@ def example_rows(n_problems: int = 3, seed: int = EXAMPLES_SEED) -> list[dict]:
 
 
 def write_examples(path: Path = EXAMPLES) -> None:
-    """Regenerate the bundled examples file (`python -c "from edgeprm.demo import write_examples; write_examples()"`)."""
+    """Regenerate the bundled examples file:
+    `python -c "from edgeprm.demo import write_examples; write_examples()"`."""
     with open(path, "w", encoding="utf-8") as f:
         for row in example_rows():
             f.write(json.dumps(row) + "\n")

@@ -110,7 +110,6 @@ def test_training_writes_the_real_step_classifier_layout_and_edgeprm_scores_it_a
     training model's own forward on the reference input (so the shipped model is scored as it was trained)."""
     import json
 
-    import torch
     from safetensors import safe_open
 
     import edgeprm
