@@ -1,6 +1,6 @@
 """Train the bundled demo PRM: a tiny Qwen2 step classifier on synthetic arithmetic solutions, in the real layout.
 
-    python -m edgeprm.train_demo OUT_DIR [--minutes 18] [--seed 0] [--steps N] [--threads 2]
+    python -m edgeprm.train_demo OUT_DIR [--minutes 26] [--seed 0] [--steps N] [--threads 2]
 
 What it writes is a `step-classifier` checkpoint exactly as the real ones are laid out: `config.json`
 (architectures=["Qwen2ForProcessRewardModel"], model_type=qwen2), `model.safetensors` with `model.*` backbone keys,
@@ -8,8 +8,11 @@ the head `score.0.*` (H->H) and `score.2.*` (H->2) and an unused `lm_head.weight
 and a chat template; plus `training.json` (seed, steps, wall time, held-out figures).
 
 Inputs follow the step-classifier reference recipe to the character: [system prompt, user problem, assistant
-"<extra_0>".join(steps) + "<extra_0>"] through the chat template, and the loss is cross-entropy of the head's two
-logits at the `<extra_0>` tokens only (class 1 = good step). The training data is fresh synthetic problems from
+"<extra_0>".join(steps) + "<extra_0>"] through the chat template. The PRM loss is cross-entropy of the head's two
+logits at the `<extra_0>` tokens (class 1 = good step). Two training-only auxiliaries help the backbone: next-token
+prediction on the solution text, read from a middle layer through the (unused at scoring) `lm_head`, and the same
+head's "no error so far" target at every solution token, weighted up at the token where an error starts. The first
+20% of the run uses short problems (1-2 story events). The training data is fresh synthetic problems from
 seeds >= 1_000_000 (`TRAIN_SEED_BASE`); held-out figures use seeds below that (`edgeprm.demo_eval`).
 
 Without `--steps`, the learning-rate schedule runs on wall time, so the step count depends on the machine; with
@@ -38,15 +41,15 @@ TRAIN_SEED_BASE = 1_000_000  # data seed of chunk c under --seed s: TRAIN_SEED_B
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Model size and optimisation of the demo PRM (defaults: ~1.9M parameters, ~8 MB in fp32)."""
+    """Model size and optimisation of the demo PRM (defaults: ~2.1M parameters, ~8 MB in fp32)."""
 
     hidden: int = 192
     layers: int = 4
     heads: int = 6
-    kv_heads: int = 2
+    kv_heads: int = 6
     intermediate: int = 512
     vocab: int = 1024  # an upper bound: BPE stops early once the synthetic corpus is fully merged
-    max_positions: int = 1024
+    max_positions: int = 2048
     lr: float = 1e-3
     min_lr_ratio: float = 0.05
     warmup: float = 0.03  # share of the run
@@ -55,8 +58,8 @@ class DemoConfig:
     chunk_problems: int = 256  # problems generated per data chunk (x4 candidates)
     lm_weight: float = 1.0  # auxiliary next-token loss on the solution text (see DemoPRM)
     token_weight: float = 1.0  # auxiliary "error so far" loss of the head at every solution token
-    first_error_weight: float = 1.0  # extra weight of that loss at the token where an error starts
-    curriculum: float = 0.0  # share of the run trained on short problems (1-2 story events) before the full mix
+    first_error_weight: float = 5.0  # extra weight of that loss at the token where an error starts
+    curriculum: float = 0.2  # share of the run trained on short problems (1-2 story events) before the full mix
     bf16: bool = True  # bf16 autocast (AVX512-BF16 CPUs run it ~1.5x faster than fp32)
     lm_layer: int = 2  # the layer whose output feeds the auxiliary next-token loss (0 = the last)
 
@@ -226,7 +229,7 @@ def save_checkpoint(model: DemoPRM, config: dict, out_dir: Path) -> None:
     (out_dir / "config.json").write_text(json.dumps(config, indent=2))
 
 
-def train(out_dir, minutes: float = 18.0, seed: int = 0, steps: int | None = None, threads: int = 2,
+def train(out_dir, minutes: float = 26.0, seed: int = 0, steps: int | None = None, threads: int = 2,
           cfg: DemoConfig = DemoConfig(), eval_problems: int = 500, log=print) -> dict:
     """Train from scratch into `out_dir`; returns the training record (also written to training.json)."""
     if minutes <= 0 and not steps:
@@ -319,7 +322,7 @@ def train(out_dir, minutes: float = 18.0, seed: int = 0, steps: int | None = Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgeprm.train_demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
-    ap.add_argument("--minutes", type=float, default=18.0, help="training time budget (the schedule follows it)")
+    ap.add_argument("--minutes", type=float, default=26.0, help="training time budget (the schedule follows it)")
     ap.add_argument("--steps", type=int, default=None, help="train exactly this many steps (schedule on steps)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
