@@ -2,7 +2,8 @@
 
     python bench/bench_quant.py memory    [--dir D] [--fp32] [--tokens 512]   peak RSS + tok/s, fresh process each
     python bench/bench_quant.py kernels   [--layers 4] [--tokens 512]         per-kernel table on a layer slice
-    python bench/bench_quant.py fidelity  [--model M] [--problems N] [--out D] GSM8K Best-of-4 parity vs fp32
+    python bench/bench_quant.py fidelity  [--model M] [--data gsm8k|heldout] [--problems N] [--out D]
+                                          Best-of-4 parity vs fp32 on GSM8K or the demo PRM's held-out set
 
 `memory` writes a random value-head PRM of the ReasonFlux-PRM-1.5B shape (hidden 1536, 28 layers, 12 heads / 2 KV
 heads, intermediate 8960, vocab 151,936, tied embeddings; bf16 safetensors, ~3.1 GB, plus reward_head.pt and a small
@@ -12,7 +13,8 @@ process's high-water mark, interpreter and imports included. `kernels` runs the 
 in this process: tokens/s of one prefill and the error of the final hidden states against fp32 (random weights: the
 hidden-state error is meaningful, score ranks are not). `fidelity` scores the GSM8K Best-of-4 rows
 (../shared/data/gsm8k_model_solutions.jsonl) with the trained PRM (the bundled demo PRM by default) in fp32 and with
-each quantized path, writes the score files and prints `edgeprm parity`'s table against the bars. Prints tables;
+each quantized path (and the int8-embedding-table variants), writes the score files and prints `edgeprm parity`'s
+table against the bars; `--data heldout` does the same on the demo PRM's held-out synthetic problems. Prints tables;
 asserts nothing about time.
 """
 
@@ -44,6 +46,9 @@ PATHS = [("fp32", None, "float32"), ("bf16", None, "bfloat16"), ("int8 fbgemm", 
          ("int8 bnb", QuantConfig("int8", "bnb-int8"), "auto"), ("int4 nf4", QuantConfig("int4", "bnb-nf4"), "auto")]
 # `kernels` also runs NF4 with the rest of the model (norms, attention math, residual stream) in bf16.
 KERNEL_PATHS = [*PATHS, ("int4 nf4, bf16", QuantConfig("int4", "bnb-nf4"), "bfloat16")]
+# `fidelity` also runs the int8 embedding table (the option that brings the 1.5B peak RSS under the goals).
+FIDELITY_PATHS = [*PATHS, ("int8 fbgemm, int8 emb", QuantConfig("int8", "fbgemm", embeddings="int8"), "auto"),
+                  ("int4 nf4, int8 emb", QuantConfig("int4", "bnb-nf4", embeddings="int8"), "auto")]
 
 
 def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
@@ -170,13 +175,19 @@ def cmd_fidelity(args) -> None:
     model = Path(args.model) if args.model else Path(edgeprm.__file__).parent / "assets" / "demo-prm"
     if not (model / "config.json").is_file():
         sys.exit(f"no trained PRM at {model}; pass --model DIR (the bars need a trained model)")
-    if not GSM8K.is_file():
+    if args.data == "gsm8k" and not GSM8K.is_file():
         sys.exit(f"{GSM8K} is missing")
-    rows = [r for r in gsm8k_rows(GSM8K) if args.problems is None or int(r["group"]) < args.problems]
+    if args.data == "gsm8k":
+        rows = [r for r in gsm8k_rows(GSM8K) if args.problems is None or int(r["group"]) < args.problems]
+    else:
+        from edgeprm.demo_eval import HELDOUT_SEED
+        from edgeprm.synthetic import generate
+
+        rows = [{**r, "group": r["problem_id"]} for r in generate(args.problems or 500, seed=HELDOUT_SEED)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for label, q, dtype in PATHS:
+    for label, q, dtype in FIDELITY_PATHS:
         t = time.perf_counter()
         # truncate: a small model's position limit may cut long solutions; every path cuts the same steps.
         s = edgeprm.load(model, quantization=q, device="cpu", dtype=dtype, truncate=True)
@@ -184,17 +195,17 @@ def cmd_fidelity(args) -> None:
         dt = time.perf_counter() - t
         scored = [{**r, "step_rewards": x.step_rewards, "trajectory_reward": x.trajectory_reward, "score": x.score}
                   for r, x in zip(rows, results)]
-        files[label] = out / f"gsm8k.{label.replace(' ', '-')}.jsonl"
+        files[label] = out / f"{args.data}.{label.replace(' ', '-').replace(',', '')}.jsonl"
         write_jsonl(scored, files[label])
         print(f"{label}: {len(rows)} rows in {dt:.0f} s", file=sys.stderr, flush=True)
     ref = [json.loads(x) for x in files["fp32"].open()]
     reports = [compare(ref, [json.loads(x) for x in files[k].open()], str(files[k])) for k in files if k != "fp32"]
     cut = sum(None in r["step_rewards"] for r in ref)
-    print(f"model: {model}\nrows: {len(rows)} ({len({r['group'] for r in rows})} problems x 4 solutions; {cut} "
-          "truncated at the model's position limit)\n")
+    print(f"model: {model}\ndata: {args.data}, {len(rows)} rows ({len({r['group'] for r in rows})} problems x 4 "
+          f"solutions; {cut} truncated at the model's position limit)\n")
     print(format_table(reports, str(files["fp32"])))
     print()
-    for (label, q, _), r in zip(PATHS[1:], reports):
+    for (label, q, _), r in zip(FIDELITY_PATHS[1:], reports):
         bar = BARS.get(q.scheme) if q is not None else None
         verdict = "no bar" if bar is None else ("meets " if not bar.failures(r) else "FAILS ") + repr(bar)
         print(f"{label}: {verdict} {'; '.join(bar.failures(r)) if bar else ''}")
@@ -216,7 +227,9 @@ def main() -> None:
     k.add_argument("--repeats", type=int, default=3)
     f = sub.add_parser("fidelity")
     f.add_argument("--model", default=None, help="trained PRM directory (default: edgeprm/assets/demo-prm)")
-    f.add_argument("--problems", type=int, default=None, help="first N problems only (default: all 1,319)")
+    f.add_argument("--data", choices=("gsm8k", "heldout"), default="gsm8k")
+    f.add_argument("--problems", type=int, default=None,
+                   help="first N problems only (default: GSM8K all 1,319; held-out 500)")
     f.add_argument("--out", default=os.path.join(default_dir, "fidelity"))
     args = ap.parse_args()
     {"memory": cmd_memory, "kernels": cmd_kernels, "fidelity": cmd_fidelity}[args.cmd](args)

@@ -412,3 +412,25 @@ def test_quantized_scorers_hold_the_bars_on_gsm8k(gsm8k_reference, scheme, kerne
     assert report.complete and report.n_groups == 100
     assert not BARS[scheme].failures(report), BARS[scheme].failures(report)
     assert not math.isnan(report.spearman)
+
+
+@pytest.fixture(scope="module")
+def heldout_reference():
+    """The demo PRM's own held-out synthetic problems (a data seed never trained on), 100 problems x 4."""
+    model = trained_model()
+    if model is None:
+        pytest.skip("no trained PRM (edgeprm/assets/demo-prm or EDGEPRM_FIDELITY_MODEL)")
+    from edgeprm.demo_eval import HELDOUT_SEED
+    from edgeprm.synthetic import generate
+
+    rows = [{**r, "group": r["problem_id"]} for r in generate(100, seed=HELDOUT_SEED)]
+    return model, rows, score_rows(edgeprm.load(model, device="cpu", dtype="float32"), rows)
+
+
+@pytest.mark.parametrize(("scheme", "kernel"), PATHS)
+def test_quantized_scorers_hold_the_bars_on_the_demo_heldout_set(heldout_reference, scheme, kernel):
+    model, rows, ref = heldout_reference
+    scorer = edgeprm.load(model, quantization=QuantConfig(scheme, kernel), device="cpu")
+    report = compare(ref, score_rows(scorer, rows), kernel)
+    assert report.complete and report.n_groups == 100
+    assert not BARS[scheme].failures(report), BARS[scheme].failures(report)
