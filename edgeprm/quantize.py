@@ -218,32 +218,42 @@ def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
 
 
 class FbgemmInt8Linear(nn.Module):
-    """y = x @ W.T + b with W int8 per output channel and x quantized per call: fbgemm's dynamic int8 GEMM.
+    """y = x @ W.T + b with W int8 per output channel and x quantized per token: fbgemm's dynamic int8 GEMM.
 
-    The kernel of `torch.ao.nn.quantized.dynamic.Linear`, held directly: that module packs a dummy weight of the full
-    size in its constructor, takes fp32 input only and fixes 7-bit activations. x: [..., in] any float dtype,
-    computed in fp32, returned in x's dtype.
+    fbgemm quantizes its input with one range for the whole tensor, so one outlier token would coarsen every other
+    token of the batch (and a row's result would depend on what it is batched with). Each token is therefore divided
+    by its own absmax before the call and the output row multiplied back (the bias added after): per-token activation
+    scales from a per-tensor kernel, at the cost of one scaling pass. The kernel is the one of
+    `torch.ao.nn.quantized.dynamic.Linear`, held directly: that module packs a dummy weight of the full size in its
+    constructor and takes fp32 input only. x: [..., in] any float dtype, computed in fp32, returned in x's dtype.
     """
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
         super().__init__()
         self.out_features, self.in_features = q.shape
         self.reduce_range = bool(reduce_range)
-        self._packed = _fbgemm_pack(q, scale, bias)
+        self._packed = _fbgemm_pack(q, scale, None)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
         # fbgemm keeps the packed int8 matrix plus, per output channel, a scale, a zero point, a column offset
-        # (4 bytes each) and the fp32 bias.
+        # (4 bytes each); the fp32 bias is kept beside it.
         self._bytes = q.numel() + 12 * self.out_features + (0 if bias is None else 4 * self.out_features)
 
     def storage_bytes(self) -> int:
         return self._bytes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.quantized.linear_dynamic(x.float().contiguous(), self._packed, reduce_range=self.reduce_range)
-        return y.to(x.dtype)
+        xf = x.float().reshape(-1, self.in_features)
+        token_scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        y = torch.ops.quantized.linear_dynamic((xf / token_scale).contiguous(), self._packed,
+                                               reduce_range=self.reduce_range)
+        y = y * token_scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"activations={'7' if self.reduce_range else '8'}-bit per tensor")
+                f"activations={'7' if self.reduce_range else '8'}-bit per token")
 
 
 class CastEmbedding(nn.Embedding):
