@@ -128,7 +128,7 @@ def test_fbgemm_linear_is_torch_dynamic_quantized_linear_per_token():
     s = rows.abs().amax(-1, keepdim=True)
     per_token = torch.cat([ref(r[None] / t) * t for r, t in zip(rows, s)]) + b
     got = ours(x).reshape(-1, 72)
-    assert (got - per_token).abs().max() <= 0.02 * per_token.abs().max(), (got - per_token).abs().max()
+    assert (got - per_token).abs().max() <= 0.04 * per_token.abs().max(), (got - per_token).abs().max()
     assert ours(x.bfloat16()).dtype == torch.bfloat16  # any float input; torch's module takes fp32 only
     full = FbgemmInt8Linear(q, scale, b, reduce_range=int8_dot_saturates())
     exact = x @ dequantize_int8_rowwise(q, scale).T + b
