@@ -189,7 +189,7 @@ def add_demo_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="a step-classifier checkpoint (default: the bundled demo PRM)")
     p.add_argument("--examples", default=str(EXAMPLES), help="JSONL of example candidate solutions to show")
-    p.add_argument("--problems", type=int, default=200, help="held-out problems for Best-of-N (0 = skip)")
+    p.add_argument("--problems", type=int, default=500, help="held-out problems for Best-of-N (0 = skip)")
     p.add_argument("--candidates", type=int, default=4, help="candidate solutions per held-out problem")
     p.add_argument("--seed", type=int, default=None, help="held-out data seed (default: the evaluation seed)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
