@@ -95,16 +95,6 @@ def format_examples(rows: list[dict], results, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def best_of_n_figures(scorer, n_problems: int, seed: int, candidates: int = 4) -> dict:
-    """Score held-out problems; Best-of-N accuracy of PRM pick, random pick, majority vote, oracle."""
-    from edgeprm.demo_eval import figures
-    from edgeprm.synthetic import generate
-
-    records = generate(n_problems, candidates=candidates, seed=seed)
-    results = scorer.score_batch(records, progress=sys.stderr.isatty())
-    return figures(records, [r.step_rewards for r in results])
-
-
 def format_best_of_n(f: dict, seed: int) -> str:
     n = round(f["solutions"] / max(f["problems"], 1))
     return "\n".join([
@@ -155,7 +145,7 @@ def plot_examples(rows: list[dict], results, path: Path) -> None:
 
 def cmd_demo(args) -> int:
     import edgeprm
-    from edgeprm.demo_eval import HELDOUT_SEED
+    from edgeprm.demo_eval import HELDOUT_SEED, evaluate
     from edgeprm.scorer import default_model_dir
 
     t0 = time.perf_counter()
@@ -178,7 +168,7 @@ def cmd_demo(args) -> int:
         print(f"step-reward curves -> {args.plot}\n")
     if args.problems > 0:
         seed = HELDOUT_SEED if args.seed is None else args.seed
-        f = best_of_n_figures(scorer, args.problems, seed, args.candidates)
+        f = evaluate(scorer, args.problems, seed, args.candidates, progress=sys.stderr.isatty())
         print(format_best_of_n(f, seed))
     print(f"\n({time.perf_counter() - t0:.1f} s; full held-out figures against the bars: python -m edgeprm.demo_eval)")
     return 0

@@ -129,14 +129,16 @@ def check_bars(f: dict) -> list[str]:
     return missed
 
 
-def evaluate(model=None, n_problems: int = 500, seed: int = HELDOUT_SEED, candidates: int = 4) -> dict:
-    """Score `n_problems` held-out problems with `edgeprm.load(model)` (None = bundled demo PRM); return figures."""
+def evaluate(model=None, n_problems: int = 500, seed: int = HELDOUT_SEED, candidates: int = 4,
+             progress: bool = False) -> dict:
+    """Score `n_problems` held-out problems and return the figures. `model`: a loaded scorer, or a directory for
+    `edgeprm.load` (None = bundled demo PRM)."""
     import edgeprm
 
     records = generate(n_problems, candidates=candidates, seed=seed)
-    scorer = edgeprm.load(model, device="cpu")
+    scorer = model if hasattr(model, "score_batch") else edgeprm.load(model, device="cpu")
     t0 = time.perf_counter()
-    results = scorer.score_batch(records)
+    results = scorer.score_batch(records, progress=progress)
     out = figures(records, [r.step_rewards for r in results])
     out["seed"] = seed
     out["score_seconds"] = round(time.perf_counter() - t0, 2)
