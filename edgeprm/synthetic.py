@@ -198,21 +198,36 @@ def _final_answer(calcs, error: _Error | None, chain) -> int:
     return x
 
 
-def _number_slip(x: int, rng: random.Random) -> int:
-    """A plausible wrong copy or result for x, as a delta: off by one to three, or the last two digits swapped.
+SLIPS = (1, -1, 2, -2, 3, -3)  # off-by amounts of a slipped number (besides swapping its last two digits)
+
+
+@dataclass(frozen=True)
+class ErrorMix:
+    """Which errors `generate` injects: relative weights of the three kinds and the off-by amounts of slips.
+
+    The default is the evaluation distribution (kinds equally likely, slips of one to three). Training may shift it,
+    e.g. towards `result` errors and slips of two and four, which keep the last digit's parity, so that checking
+    parity alone does not pass for checking arithmetic."""
+
+    kinds: tuple[float, float, float] = (1.0, 1.0, 1.0)  # result, carried, operator
+    slips: tuple[int, ...] = SLIPS
+
+
+def _number_slip(x: int, rng: random.Random, slips: tuple[int, ...] = SLIPS) -> int:
+    """A plausible wrong copy or result for x, as a delta: off by a few (`slips`), or the last two digits swapped.
 
     Every slip changes the last digit, which is where the checks of a step (the result against its operands, a copied
     number against the one it copies) are decided for a small model."""
     s = str(x)
-    options = [d for d in (1, -1, 2, -2, 3, -3) if x + d > 0]
+    options = [d for d in slips if x + d > 0 and d % 10]
     if len(s) >= 2 and s[-1] != s[-2]:
         options.append(int(s[:-2] + s[-1] + s[-2]) - x)
     return rng.choice(options)
 
 
-def _random_error(calcs, rng: random.Random) -> _Error:
+def _random_error(calcs, rng: random.Random, mix: ErrorMix = ErrorMix()) -> _Error:
     n = len(calcs)
-    kind = rng.choice(ERROR_KINDS)
+    kind = rng.choice(ERROR_KINDS) if mix.kinds == (1.0, 1.0, 1.0) else rng.choices(ERROR_KINDS, mix.kinds)[0]
     if kind == "result":
         step = rng.randrange(n)
         c = calcs[step]
@@ -221,7 +236,7 @@ def _random_error(calcs, rng: random.Random) -> _Error:
         slips = [d for d in (a, -a, b, -b) if d % 10]  # times-table slip: one group too many or too few
         if c.op == "*" and slips and rng.random() < 0.4:
             return _Error("result", step, delta=rng.choice(slips))
-        return _Error("result", step, delta=_number_slip(true, rng))
+        return _Error("result", step, delta=_number_slip(true, rng, mix.slips))
     if kind == "carried":
         # Steps that copy an earlier result, plus the final answer step (which copies the last result).
         sites = [(i, side) for i, c in enumerate(calcs) for side, src in (("lhs", c.lhs), ("rhs", c.rhs))
@@ -229,7 +244,7 @@ def _random_error(calcs, rng: random.Random) -> _Error:
         step, side = rng.choice(sites)
         chain = _run(calcs)
         copied = chain[-1][3] if side == "ans" else chain[getattr(calcs[step], side)[1]][3]
-        return _Error("carried", step, side=side, delta=_number_slip(copied, rng))
+        return _Error("carried", step, side=side, delta=_number_slip(copied, rng, mix.slips))
     step = rng.randrange(n)
     wrong = {"+": "-*", "-": "+", "*": "+", "/": "*-"}[calcs[step].op]
     return _Error("operator", step, op=rng.choice(wrong))
@@ -278,9 +293,9 @@ def _candidate(calcs, ctx, gold: int, error: _Error | None, rng: random.Random) 
             "first_error": first, "error_kind": None if error is None else error.kind, "error_char": error_char}
 
 
-def _draw_error(calcs, gold: int, rng: random.Random) -> _Error:
+def _draw_error(calcs, gold: int, rng: random.Random, mix: ErrorMix = ErrorMix()) -> _Error:
     for _ in range(200):
-        e = _random_error(calcs, rng)
+        e = _random_error(calcs, rng, mix)
         if _valid_error(calcs, e, gold) is not None:
             return e
     # Fall back to a wrong final answer copy, which is always valid.
@@ -292,11 +307,17 @@ _N_CORRECT_WEIGHTS = [0.10, 0.35, 0.30, 0.15, 0.10]
 
 
 def generate(n_problems: int, candidates: int = 4, seed: int = 0, p_shared: float = 0.6,
-             events: tuple[int, ...] = EVENTS) -> list[dict]:
+             events: tuple[int, ...] = EVENTS, errors: ErrorMix = ErrorMix()) -> list[dict]:
     """`n_problems` problems x `candidates` solutions each, as flat records (see the module docstring).
 
     `p_shared`: the chance that a wrong candidate repeats the problem's most popular mistake (same wrong answer).
+    `events`: story events per problem, drawn uniformly from this tuple. `errors`: the error mix (default: the
+    evaluation one).
     """
+    if len(errors.kinds) != len(ERROR_KINDS) or min(errors.kinds) < 0 or not sum(errors.kinds):
+        raise ValueError(f"ErrorMix.kinds needs {len(ERROR_KINDS)} non-negative weights, not all 0; got {errors.kinds}")
+    if not any(d % 10 for d in errors.slips):
+        raise ValueError(f"ErrorMix.slips needs an amount that changes the last digit; got {errors.slips}")
     if n_problems < 0 or candidates < 1:
         raise ValueError(f"need n_problems >= 0 and candidates >= 1; got {n_problems}, {candidates}")
     rng = random.Random(seed)
@@ -307,12 +328,12 @@ def generate(n_problems: int, candidates: int = 4, seed: int = 0, p_shared: floa
         weights = _N_CORRECT_WEIGHTS if candidates == 4 else None
         n_correct = (rng.choices(range(5), weights)[0] if weights else
                      sum(rng.random() < 0.45 for _ in range(candidates)))
-        popular = _draw_error(calcs, gold, rng)
-        errors: list[_Error | None] = [None] * n_correct
+        popular = _draw_error(calcs, gold, rng, errors)
+        drawn: list[_Error | None] = [None] * n_correct
         for _ in range(candidates - n_correct):
-            errors.append(popular if rng.random() < p_shared else _draw_error(calcs, gold, rng))
-        rng.shuffle(errors)
-        for j, err in enumerate(errors):
+            drawn.append(popular if rng.random() < p_shared else _draw_error(calcs, gold, rng, errors))
+        rng.shuffle(drawn)
+        for j, err in enumerate(drawn):
             rec = _candidate(calcs, ctx, gold, err, rng)
             records.append({"id": f"s{seed}-p{p}-c{j}", "problem_id": f"s{seed}-p{p}", "problem": problem, **rec,
                             "gold_answer": gold})
@@ -335,4 +356,4 @@ def group_by_problem(records: list[dict]) -> list[list[dict]]:
     return list(groups.values())
 
 
-__all__ = ["ERROR_KINDS", "generate", "group_by_problem", "parse_expressions"]
+__all__ = ["ERROR_KINDS", "SLIPS", "ErrorMix", "generate", "group_by_problem", "parse_expressions"]

@@ -10,10 +10,12 @@ and a chat template; plus `training.json` (seed, steps, wall time, held-out figu
 Inputs follow the step-classifier reference recipe to the character: [system prompt, user problem, assistant
 "<extra_0>".join(steps) + "<extra_0>"] through the chat template. The PRM loss is cross-entropy of the head's two
 logits at the `<extra_0>` tokens (class 1 = good step). Two training-only auxiliaries help the backbone: next-token
-prediction on the solution text, read from a middle layer through the (unused at scoring) `lm_head`, and the same
-head's "no error so far" target at every solution token, weighted up at the token where an error starts. The first
-20% of the run uses short problems (1-2 story events). The training data is fresh synthetic problems from
-seeds >= 1_000_000 (`TRAIN_SEED_BASE`); held-out figures use seeds below that (`edgeprm.demo_eval`).
+prediction on the solution text (mostly its digits and operators), read from a middle layer through the (unused at
+scoring) `lm_head`, and the same head's "no error so far" target at every solution token, weighted up at the token
+where an error starts. The first 20% of the run uses short problems (1-2 story events), and training sees twice as
+many wrong results as the held-out mix, since arithmetic is the check a small model learns last. The training data
+is fresh synthetic problems from seeds >= 1_000_000 (`TRAIN_SEED_BASE`); held-out figures use seeds below that
+(`edgeprm.demo_eval`).
 
 Without `--steps`, the learning-rate schedule runs on wall time, so the step count depends on the machine; with
 `--steps N` it runs on steps and the run is repeatable on one machine (seeded data, init and batch order).
@@ -34,7 +36,7 @@ from torch import nn
 
 from edgeprm.encoding import SEP_TOKEN, SYSTEM_PROMPT
 from edgeprm.fixtures import _write_safetensors, build_tokenizer, tiny_qwen2_config
-from edgeprm.synthetic import EVENTS, generate
+from edgeprm.synthetic import EVENTS, ErrorMix, generate
 
 TRAIN_SEED_BASE = 1_000_000  # data seed of chunk c under --seed s: TRAIN_SEED_BASE + 100_000 * s + c
 
@@ -57,13 +59,25 @@ class DemoConfig:
     batch_tokens: int = 4096  # padded tokens per batch
     chunk_problems: int = 256  # problems generated per data chunk (x4 candidates)
     lm_weight: float = 1.0  # auxiliary next-token loss on the solution text (see DemoPRM)
+    lm_text_weight: float = 0.1  # relative weight in it of targets that are neither digits nor operators
     token_weight: float = 1.0  # auxiliary "error so far" loss of the head at every solution token
     first_error_weight: float = 5.0  # extra weight of that loss at the token where an error starts
     curriculum: float = 0.2  # share of the run trained on short problems (1-2 story events) before the full mix
     bf16: bool = True  # bf16 autocast (AVX512-BF16 CPUs run it ~1.5x faster than fp32)
     lm_layer: int = 2  # the layer whose output feeds the auxiliary next-token loss (0 = the last)
+    # The training error mix (held-out data keeps the evaluation mix: kinds equally likely, slips of 1-3). Arithmetic
+    # is the check a small model learns last, so training sees twice as many `result` errors.
+    result_weight: float = 2.0  # weight of `result` errors against 1 for `carried` and 1 for `operator`
+    max_slip: int = 3  # slips are off by 1..max_slip either way (or the last two digits swapped)
+
+    def error_mix(self) -> ErrorMix:
+        slips = tuple(d for k in range(1, self.max_slip + 1) for d in (k, -k))
+        return ErrorMix(kinds=(self.result_weight, 1.0, 1.0), slips=slips)
 
     def __post_init__(self):
+        if self.result_weight < 0 or not 1 <= self.max_slip <= 9:
+            raise ValueError(f"need result_weight >= 0 and 1 <= max_slip <= 9; got {self.result_weight}, "
+                             f"{self.max_slip}")
         if self.hidden % self.heads or (self.hidden // self.heads) % 2 or self.heads % self.kv_heads:
             raise ValueError(f"hidden {self.hidden} / heads {self.heads} must be an even head size and heads a "
                              f"multiple of kv_heads {self.kv_heads}")
@@ -92,7 +106,9 @@ class DemoPRM(nn.Module):
         from transformers import Qwen2Config, Qwen2Model
 
         qcfg = Qwen2Config.from_dict({k: v for k, v in config.items() if k not in ("architectures", "auto_map")})
-        qcfg._attn_implementation = "sdpa"
+        # Plain matmul attention: at these lengths (~150 tokens, head size 32) its backward is ~1.4x faster on CPU
+        # than SDPA's flash kernel, which buys ~40% more steps in the time budget.
+        qcfg._attn_implementation = "eager"
         self.model = Qwen2Model(qcfg)
         h = config["hidden_size"]
         self.score = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
@@ -212,6 +228,18 @@ def predict(model: DemoPRM, tokenizer, records: list[dict], sep_id: int, pad_id:
     return out
 
 
+def key_token_mask(tokenizer) -> torch.Tensor:
+    """[V] bool: the tokens a step's check hinges on (digits, one per token, and the operators, with or without a
+    leading space). The auxiliary next-token loss weights them over the rest of the text."""
+    keys = [str(d) for d in range(10)] + [p + o for o in "+-*/" for p in ("", " ")]
+    mask = torch.zeros(len(tokenizer), dtype=torch.bool)
+    for k in keys:
+        ids = tokenizer.encode(k, add_special_tokens=False)
+        if len(ids) == 1:
+            mask[ids[0]] = True
+    return mask
+
+
 def lr_at(progress: float, cfg: DemoConfig) -> float:
     if progress < cfg.warmup:
         return cfg.lr * progress / cfg.warmup
@@ -261,13 +289,16 @@ def train(out_dir, minutes: float = 26.0, seed: int = 0, steps: int | None = Non
     log(f"demo PRM: {n_params / 1e6:.2f}M parameters, vocab {len(tok)}, {cfg.hidden}x{cfg.layers}, "
         f"{f'{steps} steps' if steps else f'{minutes:.1f} min'}, {threads} threads")
     rng = random.Random(seed)
+    mix = cfg.error_mix()
+    key_targets = key_token_mask(tok)
     budget = minutes * 60.0
     t_train = time.perf_counter()
     step, chunk, ema, ema_lm, ema_acc, done = 0, 0, None, None, None, False
     while not done:
         progress = step / steps if steps else (time.perf_counter() - t_train) / budget
         events = (1, 2) if progress < cfg.curriculum else EVENTS
-        records = generate(cfg.chunk_problems, seed=TRAIN_SEED_BASE + 100_000 * seed + chunk, events=events)
+        records = generate(cfg.chunk_problems, seed=TRAIN_SEED_BASE + 100_000 * seed + chunk, events=events,
+                           errors=mix)
         chunk += 1
         batches = make_batches(encode_records(tok, records, sep_id), cfg.batch_tokens, rng, pad_id, sep_id, start_id)
         for ids, mask, sep, labels, tok_labels, lm_mask, targets in batches:
@@ -285,7 +316,9 @@ def train(out_dir, minutes: float = 26.0, seed: int = 0, steps: int | None = Non
             tok_w = 1.0 + (cfg.first_error_weight - 1.0) * (tok_targets == 2).float()
             tok_loss = (nn.functional.cross_entropy(tok_logits.float(), (tok_targets == 1).long(), reduction="none")
                         * tok_w).sum() / tok_w.sum()
-            lm_loss = nn.functional.cross_entropy(lm_logits.float(), targets)
+            lm_w = torch.where(key_targets[targets], 1.0, cfg.lm_text_weight)
+            lm_loss = (nn.functional.cross_entropy(lm_logits.float(), targets, reduction="none") * lm_w).sum()
+            lm_loss = lm_loss / lm_w.sum()
             opt.zero_grad(set_to_none=True)
             (loss + cfg.token_weight * tok_loss + cfg.lm_weight * lm_loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeprm.demo_eval import BARS, HELDOUT_SEED, VALIDATION_SEED, auroc, check_bars, figures, first_flagged
-from edgeprm.synthetic import ERROR_KINDS, generate, group_by_problem, parse_expressions
+from edgeprm.synthetic import ERROR_KINDS, SLIPS, ErrorMix, generate, group_by_problem, parse_expressions
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
 
@@ -72,6 +72,33 @@ def test_error_mix_and_best_of_n_is_measurable(records):
     shared = sum(len({r["answer"] for r in g if not r["is_correct"]}) < sum(not r["is_correct"] for r in g)
                  for g in groups)
     assert shared > 0.2 * len(groups)
+
+
+def slips_in(records) -> list[int]:
+    """How far the wrong result of each `result` error in a + or - step is from the true one (x * y steps may slip
+    by a whole group instead), leaving out digit swaps (9 or more)."""
+    out = []
+    for r in records:
+        if r["error_kind"] == "result":
+            a, op, b, c = parse_expressions(r["steps"][r["first_error"]])[0]
+            if op in "+-" and abs(c - OPS[op](a, b)) < 9:
+                out.append(c - OPS[op](a, b))
+    return out
+
+
+def test_training_error_mix_shifts_kinds_and_slips_and_the_default_is_the_evaluation_mix(records):
+    seed = random.randrange(10**6)
+    assert generate(50, seed=seed, errors=ErrorMix()) == generate(50, seed=seed)
+    mix = ErrorMix(kinds=(3.0, 1.0, 1.0), slips=(2, -2, 4, -4))
+    shifted = [r for r in generate(300, seed=seed, errors=mix) if not r["is_correct"]]
+    share = sum(r["error_kind"] == "result" for r in shifted) / len(shifted)
+    assert 0.45 < share < 0.75, share  # 3/5 of the draws (some draws are invalid for a chain and redrawn)
+    assert set(slips_in(shifted)) == {2, -2, 4, -4}
+    assert set(slips_in(records)) == set(SLIPS)
+    with pytest.raises(ValueError, match="kinds"):
+        generate(1, errors=ErrorMix(kinds=(0.0, 0.0, 0.0)))
+    with pytest.raises(ValueError, match="last digit"):
+        generate(1, errors=ErrorMix(slips=(10, -20)))
 
 
 def test_heldout_seeds_are_never_training_seeds():
