@@ -37,13 +37,11 @@ def test_demo_prm_meets_the_bars_on_the_heldout_set():
 
 
 def test_demo_prm_generalises_to_a_fresh_seed():
-    """Any other unseen seed: the same figures within sampling noise of 300 problems (about 3 points on first-error
-    exact), and the Best-of-4 margins in full."""
+    """Any other unseen seed, 300 problems: the same bars. The shipped model clears them by more than the sampling
+    noise of 300 problems (about 1.5 points on first-error exact)."""
     seed = random.randrange(10_000, 900_000)
     f = evaluate(DEMO, n_problems=300, seed=seed)
-    assert f["step_auroc"] >= 0.94, (seed, f)
-    assert f["first_error_exact"] >= 0.80, (seed, f)
-    assert f["bon_prm_min"] >= f["bon_majority"] + 0.10 and f["bon_prm_min"] >= f["bon_random"] + 0.20, (seed, f)
+    assert check_bars(f) == [], (seed, f)
 
 
 def test_bundled_examples_are_reproducible_and_labelled():
