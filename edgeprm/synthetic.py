@@ -212,6 +212,13 @@ class ErrorMix:
     kinds: tuple[float, float, float] = (1.0, 1.0, 1.0)  # result, carried, operator
     slips: tuple[int, ...] = SLIPS
 
+    def __post_init__(self):
+        if len(self.kinds) != len(ERROR_KINDS) or min(self.kinds) < 0 or not sum(self.kinds):
+            raise ValueError(f"ErrorMix.kinds needs {len(ERROR_KINDS)} non-negative weights, not all 0; "
+                             f"got {self.kinds}")
+        if not any(d % 10 for d in self.slips):
+            raise ValueError(f"ErrorMix.slips needs an amount that changes the last digit; got {self.slips}")
+
 
 def _number_slip(x: int, rng: random.Random, slips: tuple[int, ...] = SLIPS) -> int:
     """A plausible wrong copy or result for x, as a delta: off by a few (`slips`), or the last two digits swapped.
@@ -227,6 +234,7 @@ def _number_slip(x: int, rng: random.Random, slips: tuple[int, ...] = SLIPS) -> 
 
 def _random_error(calcs, rng: random.Random, mix: ErrorMix = ErrorMix()) -> _Error:
     n = len(calcs)
+    # Equal weights keep the original draw, so the evaluation mix (and every held-out set) is unchanged, bit for bit.
     kind = rng.choice(ERROR_KINDS) if mix.kinds == (1.0, 1.0, 1.0) else rng.choices(ERROR_KINDS, mix.kinds)[0]
     if kind == "result":
         step = rng.randrange(n)
@@ -314,10 +322,6 @@ def generate(n_problems: int, candidates: int = 4, seed: int = 0, p_shared: floa
     `events`: story events per problem, drawn uniformly from this tuple. `errors`: the error mix (default: the
     evaluation one).
     """
-    if len(errors.kinds) != len(ERROR_KINDS) or min(errors.kinds) < 0 or not sum(errors.kinds):
-        raise ValueError(f"ErrorMix.kinds needs {len(ERROR_KINDS)} non-negative weights, not all 0; got {errors.kinds}")
-    if not any(d % 10 for d in errors.slips):
-        raise ValueError(f"ErrorMix.slips needs an amount that changes the last digit; got {errors.slips}")
     if n_problems < 0 or candidates < 1:
         raise ValueError(f"need n_problems >= 0 and candidates >= 1; got {n_problems}, {candidates}")
     rng = random.Random(seed)

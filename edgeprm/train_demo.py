@@ -240,6 +240,12 @@ def key_token_mask(tokenizer) -> torch.Tensor:
     return mask
 
 
+def weighted_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged with per-target weights (computed in fp32 under bf16 autocast)."""
+    ce = nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (ce * weights).sum() / weights.sum()
+
+
 def lr_at(progress: float, cfg: DemoConfig) -> float:
     if progress < cfg.warmup:
         return cfg.lr * progress / cfg.warmup
@@ -314,11 +320,9 @@ def train(out_dir, minutes: float = 26.0, seed: int = 0, steps: int | None = Non
             loss = nn.functional.cross_entropy(logits.float(), labels)
             tok_targets = tok_labels[tok_labels >= 0]
             tok_w = 1.0 + (cfg.first_error_weight - 1.0) * (tok_targets == 2).float()
-            tok_loss = (nn.functional.cross_entropy(tok_logits.float(), (tok_targets == 1).long(), reduction="none")
-                        * tok_w).sum() / tok_w.sum()
-            lm_w = torch.where(key_targets[targets], 1.0, cfg.lm_text_weight)
-            lm_loss = (nn.functional.cross_entropy(lm_logits.float(), targets, reduction="none") * lm_w).sum()
-            lm_loss = lm_loss / lm_w.sum()
+            tok_loss = weighted_cross_entropy(tok_logits, (tok_targets == 1).long(), tok_w)
+            lm_loss = weighted_cross_entropy(lm_logits, targets,
+                                             torch.where(key_targets[targets], 1.0, cfg.lm_text_weight))
             opt.zero_grad(set_to_none=True)
             (loss + cfg.token_weight * tok_loss + cfg.lm_weight * lm_loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -466,8 +466,6 @@ def test_quantized_scorers_keep_the_ranking_and_best_of_n_accuracy(request, data
     model, rows, ref = request.getfixturevalue(f"{data}_reference")
     scorer = edgeprm.load(model, quantization=QuantConfig(scheme, kernel), device="cpu", truncate=True)
     report = compare(ref, score_rows(scorer, rows), kernel)
-    print(f"{data} {kernel}: Spearman {report.spearman:.4f}, BoN {report.bon_accuracy:.2f} vs "
-          f"{report.reference_bon_accuracy:.2f}, step mean {report.step_mean_abs:.5f} max {report.step_max_abs:.3f}")
     assert report.complete and report.n_groups == 100
     assert report.spearman >= 0.95, report.spearman
     assert abs(report.bon_accuracy - report.reference_bon_accuracy) <= 0.04, report
