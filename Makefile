@@ -1,4 +1,4 @@
-.PHONY: test bench lint demo
+.PHONY: test bench lint check demo
 
 test:
 	python -m pytest
@@ -9,5 +9,7 @@ bench:
 lint:
 	ruff check edgeprm tests bench
 
+check: lint test
+
 demo:
-	edgeprm score edgeprm/assets/examples.jsonl -o scored.jsonl
+	edgeprm demo

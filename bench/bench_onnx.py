@@ -8,7 +8,7 @@ torch fp32, torch bf16 (`edgeprm.load(dir, dtype="bfloat16")`), and ONNX Runtime
 The checkpoint build, every export and every scorer run in fresh subprocesses, so each peak RSS (VmHWM) is its own.
 The table: size on disk, export time and peak RSS, load time, peak RSS while scoring, tokens/s, speed relative to
 torch bf16, and fidelity to torch fp32 (max / mean |delta| of step rewards, Spearman of scores, whether the
-best trajectory is the same), computed with `edgeprm.parity`.
+best trajectory is the same), computed with `edgeprm.eval.parity`.
 
     python bench/bench_onnx.py                    # the full 1.5B shape (~15 GB RAM for the fp32 export; ~30 min)
     python bench/bench_onnx.py --layers 4         # a 4-layer slice of the same shape: a quick check
@@ -56,12 +56,12 @@ def dir_mib(path: Path, files=None) -> float:
 # -- the checkpoint -----------------------------------------------------------------------------------------------
 def build_checkpoint(out: Path, layers: int, seed: int = 0) -> Path:
     """A value-head PRM of the 1.5B shape with `layers` layers, random bf16 weights written tensor by tensor
-    (the scaling of `edgeprm.fixtures.random_backbone_state`, without materialising an fp32 model)."""
+    (the scaling of `edgeprm.testing.checkpoints.random_backbone_state`, without materialising an fp32 model)."""
     import torch
     from safetensors.torch import save_file
     from transformers import Qwen2Config, Qwen2Model
 
-    from edgeprm.fixtures import build_tokenizer, tiny_qwen2_config
+    from edgeprm.testing.checkpoints import build_tokenizer, tiny_qwen2_config
 
     if (out / "reward_head.pt").is_file():
         return out
@@ -117,7 +117,7 @@ def trajectories(tokenizer_dir: Path, n: int, tokens: int, seed: int = 0) -> lis
 
 # -- workers (each in its own process) ---------------------------------------------------------------------------
 def worker_export(source: str, out: str, scheme: str, block_size: int, accuracy_level: int) -> dict:
-    from edgeprm.export.onnx_export import ExportConfig, bundle_size, export
+    from edgeprm.export.onnx import ExportConfig, bundle_size, export
 
     t0 = time.perf_counter()
     export(source, out, ExportConfig(scheme, block_size, accuracy_level))
@@ -165,8 +165,8 @@ def run_worker(args: list[str], log) -> dict:
 
 # -- the table ---------------------------------------------------------------------------------------------------
 def fidelity_to(reference: list[dict], results: list[dict]) -> dict:
-    """Step |delta|, Spearman of scores and whether the best trajectory is the same, via `edgeprm.parity`."""
-    from edgeprm.parity import compare
+    """Step |delta|, Spearman of scores and whether the best trajectory is the same, via `edgeprm.eval.parity`."""
+    from edgeprm.eval.parity import compare
 
     report = compare(reference, results)  # no problem text in these rows: the trajectories form one group
     return {"max_delta": report.step_max_abs, "mean_delta": report.step_mean_abs, "spearman": report.spearman,
@@ -225,8 +225,10 @@ def main() -> None:
     for name, (scheme, level) in bundles.items():
         out = fp32_dir if scheme == "none" else work / f"onnx-L{args.layers}-{scheme}-b{args.block_size}-a{level}"
         source = ckpt if scheme == "none" else fp32_dir
-        if (out / "edgeprm.json").is_file():
-            from edgeprm.export.onnx_export import bundle_size
+        from edgeprm.backends.onnx import BUNDLE_FILE
+
+        if (out / BUNDLE_FILE).is_file():
+            from edgeprm.export.onnx import bundle_size
 
             exports[name] = {"size_mib": bundle_size(out) / 2**20, "reused": True, "dir": out}
             continue

@@ -8,7 +8,7 @@
 `memory` writes a random value-head PRM of the ReasonFlux-PRM-1.5B shape (hidden 1536, 28 layers, 12 heads / 2 KV
 heads, intermediate 8960, vocab 151,936, tied embeddings; bf16 safetensors, ~3.1 GB, plus reward_head.pt and a small
 tokenizer) and its `edgeprm quantize` int8/int4 checkpoints under --dir (kept for reruns), then for each config loads
-it and scores one --tokens trajectory in a fresh process (`edgeprm.memory.measure_peak_rss`): peak RSS is that
+it and scores one --tokens trajectory in a fresh process (`edgeprm.backends.memory.measure_peak_rss`): peak RSS is that
 process's high-water mark, interpreter and imports included. `kernels` runs the same shape cut to --layers layers
 in this process: tokens/s of one prefill and the error of the final hidden states against fp32 (random weights: the
 hidden-state error is meaningful, score ranks are not). `fidelity` scores the GSM8K Best-of-4 rows
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import edgeprm  # noqa: E402
-from edgeprm.memory import format_bytes, measure_peak_rss, weight_bytes  # noqa: E402
-from edgeprm.quantize import QuantConfig  # noqa: E402
+from edgeprm.backends.memory import format_bytes, measure_peak_rss, weight_bytes  # noqa: E402
+from edgeprm.quant.config import QuantConfig  # noqa: E402
 
 QWEN_1P5B = dict(hidden_size=1536, num_layers=28, num_heads=12, num_kv_heads=2, intermediate_size=8960,
                  max_position_embeddings=32768, tie_word_embeddings=True)
@@ -54,14 +54,14 @@ FIDELITY_PATHS = [*PATHS, ("int8 fbgemm, int8 emb", QuantConfig("int8", "fbgemm"
 def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
     """A random value-head PRM of the 1.5B shape with `layers` layers: bf16 safetensors, reward_head.pt, tokenizer.
 
-    Tensors are drawn one at a time (as edgeprm.fixtures.random_backbone_state scales them) so that no fp32 copy of
-    the model is ever built.
+    Tensors are drawn one at a time (as edgeprm.testing.checkpoints.random_backbone_state scales them) so that no
+    fp32 copy of the model is ever built.
     """
     from safetensors.torch import save_file
     from transformers import AutoModel
 
-    from edgeprm.fixtures import build_tokenizer, tiny_qwen2_config
     from edgeprm.loading import build_backbone_config
+    from edgeprm.testing.checkpoints import build_tokenizer, tiny_qwen2_config
 
     if (out / "config.json").is_file():
         return out
@@ -92,7 +92,7 @@ def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
 
 
 def cmd_memory(args) -> None:
-    from edgeprm.quantized_checkpoint import save_quantized
+    from edgeprm.quant.checkpoint import read_manifest, save_quantized
 
     root = Path(args.dir)
     src = write_random_value_head(root / "qwen2.5-1.5b-shape.bf16", 28)
@@ -100,7 +100,7 @@ def cmd_memory(args) -> None:
     for q, emb in (("int8", "keep"), ("int4", "keep"), ("int8", "int8"), ("int4", "int8")):
         name = q if emb == "keep" else f"{q}.emb-int8"
         stored[name] = root / f"qwen2.5-1.5b-shape.{name}"
-        if not (stored[name] / "edgeprm.json").is_file():
+        if not stored[name].is_dir() or read_manifest(stored[name]) is None:
             t = time.perf_counter()
             save_quantized(src, stored[name], QuantConfig(q, embeddings=emb), overwrite=True)
             print(f"wrote {stored[name].name} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -169,8 +169,10 @@ def cmd_kernels(args) -> None:
 
 
 def cmd_fidelity(args) -> None:
-    from edgeprm.data import gsm8k_rows, write_jsonl
-    from edgeprm.parity import BARS, compare, format_table
+    from edgeprm.datasets import gsm8k_rows
+    from edgeprm.eval.parity import QUANT_BARS as BARS
+    from edgeprm.eval.parity import compare, format_table
+    from edgeprm.rows import write_jsonl
 
     model = Path(args.model) if args.model else Path(edgeprm.__file__).parent / "assets" / "demo-prm"
     if not (model / "config.json").is_file():
@@ -180,8 +182,8 @@ def cmd_fidelity(args) -> None:
     if args.data == "gsm8k":
         rows = [r for r in gsm8k_rows(GSM8K) if args.problems is None or int(r["group"]) < args.problems]
     else:
-        from edgeprm.demo_eval import HELDOUT_SEED
-        from edgeprm.synthetic import generate
+        from edgeprm.demo.evaluate import HELDOUT_SEED
+        from edgeprm.demo.synthetic import generate
 
         rows = [{**r, "group": r["problem_id"]} for r in generate(args.problems or 500, seed=HELDOUT_SEED)]
     out = Path(args.out)

@@ -1,9 +1,10 @@
-"""Loading PRM checkpoints of the three families from a local directory or a hub id.
+"""Reading PRM checkpoints from a local directory or a hub id: files, config, tensors, and the backbone.
 
-Nothing here executes code from a checkpoint: weights come from safetensors (or `torch.load(weights_only=True)`
-for `reward_head.pt`), the backbone is transformers' own model class for the config's `model_type`, and the
-config's `auto_map` (remote code) is ignored. Only the tensors a family needs are read: the unused `lm_head` of a
-step-classifier never enters memory, and a token-prob PRM reads two rows of its LM head.
+Nothing here executes code from a checkpoint: weights come from safetensors (the heads' own files are read by their
+families, `reward_head.pt` with `torch.load(weights_only=True)`), the backbone is transformers' own model class for
+the config's `model_type`, and the config's `auto_map` (remote code) is ignored. Only the tensors a family needs
+are read: the unused `lm_head` of a step-classifier never enters memory, and a token-prob PRM reads two rows of its
+LM head. torch is imported where tensors are read, so resolving and reading a directory needs no torch.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from edgeprm.families.value_head import REWARD_HEAD_FILE
 
-from edgeprm.families import FAMILIES, Family, TokenProbSpec, parse_family
-from edgeprm.kernels.step_head import StepHeadWeights
-from edgeprm.tokenizer import PRMTokenizer
+if TYPE_CHECKING:
+    import torch
 
-REWARD_HEAD_FILE = "reward_head.pt"
-CLASSIFIER_HEAD_KEYS = ("score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias")
 HUB_PATTERNS = ["*.json", "*.safetensors", REWARD_HEAD_FILE, "*.model", "*.txt", "*.jinja"]
+DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-prm"
+
+
+def default_model_dir() -> Path:
+    """The bundled demo PRM (`edgeprm/assets/demo-prm`): what `edgeprm.load()` and the CLI use without a model."""
+    if not (DEMO_MODEL_DIR / "config.json").is_file():
+        raise FileNotFoundError(f"the bundled demo PRM is missing from {DEMO_MODEL_DIR} (a partial install?); "
+                                "reinstall edgeprm, or pass a model directory")
+    return DEMO_MODEL_DIR
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -61,25 +69,6 @@ def read_config(model_dir: Path) -> dict:
         raise ValueError(f"{f} is not valid JSON: {e}") from e
 
 
-def detect_family(model_dir: Path, config: dict, weights: SafetensorsCheckpoint) -> Family:
-    """The family from the files: edgeprm's own config section, the architecture, the head files."""
-    declared = (config.get("edgeprm") or {}).get("family")
-    if declared:
-        return parse_family(declared, f"{model_dir / 'config.json'} ('edgeprm.family')")
-    archs = config.get("architectures") or []
-    if any("ProcessRewardModel" in a for a in archs) or "score.2.weight" in weights:
-        return Family.STEP_CLASSIFIER
-    if (model_dir / REWARD_HEAD_FILE).is_file():
-        return Family.VALUE_HEAD
-    if (config.get("edgeprm") or {}).get("step_tag"):
-        return Family.TOKEN_PROB
-    raise ValueError(
-        f"{model_dir} is none of the supported PRM layouts: expected a step-classifier (architectures "
-        f"['Qwen2ForProcessRewardModel'] with score.0/score.2 tensors), a value-head ({REWARD_HEAD_FILE} beside a "
-        f"causal LM), or a token-prob PRM (config.json 'edgeprm': {{'step_tag', 'good_token', 'bad_token'}}); "
-        f"found architectures={archs}. Pass family=one of {FAMILIES} to choose one.")
-
-
 class SafetensorsCheckpoint:
     """Lazy view over a checkpoint's safetensors files (single file or sharded with an index)."""
 
@@ -97,7 +86,7 @@ class SafetensorsCheckpoint:
             from safetensors import safe_open
 
             for f in sorted(model_dir.glob("*.safetensors")):
-                with safe_open(str(f), framework="pt") as h:
+                with safe_open(str(f), framework="numpy") as h:  # key listing only: no torch needed
                     for k in h.keys():
                         self.key_to_file[k] = f
 
@@ -110,11 +99,17 @@ class SafetensorsCheckpoint:
     def keys(self):
         return self.key_to_file.keys()
 
+    @property
+    def backbone_prefix(self) -> str:
+        """"model." when the backbone's tensors carry it (a PRM's own checkpoint), else "" (a bare backbone)."""
+        return "model." if any(k.startswith("model.") for k in self.key_to_file) else ""
+
     def files(self) -> list[str]:
         return sorted({p.name for p in self.key_to_file.values()})
 
     def get(self, key: str, rows: list[int] | None = None) -> torch.Tensor:
         """One tensor (or some of its rows), read from disk without loading the rest of the file."""
+        import torch
         from safetensors import safe_open
 
         if key not in self.key_to_file:
@@ -124,10 +119,6 @@ class SafetensorsCheckpoint:
                 return h.get_tensor(key)
             sl = h.get_slice(key)
             return torch.stack([sl[r : r + 1][0] for r in rows])
-
-
-def backbone_prefix(weights: SafetensorsCheckpoint) -> str:
-    return "model." if any(k.startswith("model.") for k in weights.keys()) else ""
 
 
 def build_backbone_config(config: dict):
@@ -149,8 +140,9 @@ def load_backbone(model_dir: Path, config: dict, weights: SafetensorsCheckpoint,
     `transform(name, meta_module, read)`, when given, is asked once per module that owns tensors, before they are
     read; it returns a replacement module (e.g. a quantized Linear built from `read(tensor_name)`, which returns
     the checked tensor as stored) or None to load the module as usual. Replacements are built one at a time, so
-    peak memory stays near the final model's size plus one layer (edgeprm.quantize uses this).
+    peak memory stays near the final model's size plus one layer (`edgeprm.quant.modules.make_transform` uses this).
     """
+    import torch
     from transformers import AutoModel
 
     if not weights:
@@ -160,7 +152,7 @@ def load_backbone(model_dir: Path, config: dict, weights: SafetensorsCheckpoint,
     cfg._attn_implementation = attn_implementation
     with torch.device("meta"):
         model = AutoModel.from_config(cfg)
-    prefix = backbone_prefix(weights)
+    prefix = weights.backbone_prefix
     expected = dict(model.state_dict())
 
     def read(name: str) -> torch.Tensor:
@@ -195,68 +187,3 @@ def load_backbone(model_dir: Path, config: dict, weights: SafetensorsCheckpoint,
             setattr(model.get_submodule(parent) if parent else model, attr, fresh)
     model.eval()
     return model
-
-
-def _check_head(name: str, source: str, t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    if tuple(t.shape) != shape:
-        raise ValueError(f"{source}: {name} has shape {tuple(t.shape)}, expected {shape} for hidden size "
-                         f"{shape[-1]} of the backbone")
-    return t.float()
-
-
-def load_classifier_head(model_dir: Path, weights: SafetensorsCheckpoint, hidden: int) -> StepHeadWeights:
-    missing = [k for k in CLASSIFIER_HEAD_KEYS if k not in weights]
-    if missing:
-        raise ValueError(f"{model_dir}: step-classifier head tensors {missing} are missing from "
-                         f"{weights.files()}; expected score.0 (Linear {hidden}->{hidden}) and score.2 "
-                         f"(Linear {hidden}->2)")
-    src = f"{model_dir}/{weights.files()}"
-    return StepHeadWeights(
-        w1=_check_head("score.0.weight", src, weights.get("score.0.weight"), (hidden, hidden)),
-        b1=_check_head("score.0.bias", src, weights.get("score.0.bias"), (hidden,)),
-        w2=_check_head("score.2.weight", src, weights.get("score.2.weight"), (2, hidden)),
-        b2=_check_head("score.2.bias", src, weights.get("score.2.bias"), (2,)),
-    )
-
-
-def load_value_head(model_dir: Path, hidden: int) -> StepHeadWeights:
-    f = model_dir / REWARD_HEAD_FILE
-    if not f.is_file():
-        raise FileNotFoundError(f"{f} is missing: a value-head PRM needs the reward head's state dict "
-                                f"(Linear({hidden}, 1): 'weight' [1, {hidden}], 'bias' [1]) beside the backbone")
-    try:
-        sd = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{f} could not be read as a weights-only state dict ({e})") from e
-    if isinstance(sd, torch.nn.Module) or not isinstance(sd, dict):
-        raise ValueError(f"{f} must hold a state dict of Linear({hidden}, 1); got {type(sd).__name__}")
-    w = [k for k in sd if k == "weight" or k.endswith(".weight")]
-    b = [k for k in sd if k == "bias" or k.endswith(".bias")]
-    if len(w) != 1 or len(b) > 1:
-        raise ValueError(f"{f} must hold one Linear({hidden}, 1): keys 'weight' and 'bias'; got {sorted(sd)}")
-    return StepHeadWeights(
-        w2=_check_head(w[0], str(f), sd[w[0]], (1, hidden)),
-        b2=_check_head(b[0], str(f), sd[b[0]], (1,)) if b else None,
-    )
-
-
-def load_token_prob_head(model_dir: Path, config: dict, weights: SafetensorsCheckpoint, tokenizer: PRMTokenizer,
-                         spec: TokenProbSpec, hidden: int) -> StepHeadWeights:
-    good = tokenizer.single_token_id(spec.good_token, "good token")
-    bad = tokenizer.single_token_id(spec.bad_token, "bad token")
-    vocab = config.get("vocab_size")
-    for tok, i in ((spec.good_token, good), (spec.bad_token, bad)):
-        if vocab is not None and i >= vocab:
-            raise ValueError(f"token {tok!r} has id {i}, outside the model's vocab_size {vocab}")
-    prefix = backbone_prefix(weights)
-    if "lm_head.weight" in weights:
-        key = "lm_head.weight"
-    elif config.get("tie_word_embeddings") and prefix + "embed_tokens.weight" in weights:
-        key = prefix + "embed_tokens.weight"
-    else:
-        raise ValueError(f"{model_dir}: a token-prob PRM needs 'lm_head.weight' (or tied embeddings) in "
-                         f"{weights.files()}")
-    rows = weights.get(key, rows=[bad, good])  # class 1 = good, as the other families' positive class
-    bias = weights.get("lm_head.bias", rows=None)[[bad, good]] if "lm_head.bias" in weights else None
-    return StepHeadWeights(w2=_check_head(key + " rows", str(model_dir), rows, (2, hidden)),
-                           b2=None if bias is None else bias.float())

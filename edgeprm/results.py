@@ -16,5 +16,10 @@ class ScoreResult:
     num_tokens: int = 0
     id: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self, with_id: bool = True) -> dict:
+        """The result as JSON-ready fields; an output row is the input row plus `to_dict(with_id=False)` (the row
+        keeps its own id, as it was written)."""
+        d = asdict(self)
+        if not with_id:
+            del d["id"]
+        return d

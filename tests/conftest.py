@@ -9,7 +9,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from edgeprm.fixtures import BUILDERS  # noqa: E402
+from edgeprm.testing import BUILDERS  # noqa: E402
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k_model_solutions.jsonl"
 
@@ -26,3 +26,21 @@ def scorers(checkpoints):
     import edgeprm
 
     return {fam: edgeprm.load(path, device="cpu") for fam, path in checkpoints.items()}
+
+
+@pytest.fixture(scope="session")
+def bundle(checkpoints, tmp_path_factory):
+    """bundle(family, scheme) -> an exported bundle directory, built once per session on first use (quantized
+    bundles from the fp32 one, as a big model would be: one trace, then onnxruntime's quantizers)."""
+    from edgeprm.export.onnx import ExportConfig, export
+
+    root = tmp_path_factory.mktemp("bundles")
+    cache = {}
+
+    def get(family: str, scheme: str = "none") -> Path:
+        if (family, scheme) not in cache:
+            source = checkpoints[family] if scheme == "none" else get(family)
+            cache[family, scheme] = export(source, root / f"{family}-{scheme}", ExportConfig(scheme))
+        return cache[family, scheme]
+
+    return get

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgeprm.families import AGGREGATIONS, Aggregation  # one list of choices for both backends
+from edgeprm.aggregation import AGGREGATIONS, Aggregation  # one list of choices for both backends
 
 try:
     import triton
@@ -88,16 +88,27 @@ def _gather_rows(hidden, positions, offsets, seq_offsets):
     return hidden[seq_offsets.long()[traj] + pos], traj
 
 
-def head_rewards_ref(x: torch.Tensor, head: StepHeadWeights) -> torch.Tensor:
-    """Head on rows x [N, H] -> rewards [N] in fp32 (fp32 accumulation whatever the input dtype)."""
+def head_logits_ref(x: torch.Tensor, head: StepHeadWeights) -> torch.Tensor:
+    """Head logits of rows x [..., H] -> [..., C] in fp32 (fp32 accumulation whatever the input dtype).
+
+    Differentiable: the demo PRM's training computes its loss on these logits."""
     x = x.float()
     if head.w1 is not None:
         x = torch.nn.functional.linear(x, head.w1.float(), None if head.b1 is None else head.b1.float())
         x = torch.relu(x)
-    logits = torch.nn.functional.linear(x, head.w2.float(), None if head.b2 is None else head.b2.float())
-    if head.num_classes == 1:
-        return torch.sigmoid(logits[:, 0])
-    return torch.softmax(logits, dim=-1)[:, 1]
+    return torch.nn.functional.linear(x, head.w2.float(), None if head.b2 is None else head.b2.float())
+
+
+def normalise_ref(logits: torch.Tensor) -> torch.Tensor:
+    """Logits [..., C] -> rewards [...]: sigmoid for C = 1, the class-1 softmax probability for C = 2."""
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits[..., 0])
+    return torch.softmax(logits, dim=-1)[..., 1]
+
+
+def head_rewards_ref(x: torch.Tensor, head: StepHeadWeights) -> torch.Tensor:
+    """Head on rows x [..., H] -> rewards [...] in fp32: the reward math of every family (the ONNX graph's too)."""
+    return normalise_ref(head_logits_ref(x, head))
 
 
 def aggregate_ref(step_rewards, offsets, final_rewards, aggregation: str, alpha: float) -> torch.Tensor:

@@ -2,9 +2,9 @@
 
     from tests.golden import build_golden_model, golden_parity
     report = golden_parity(scorer)              # a ParityReport of scorer vs the committed fp32 scores
-    assert not BARS["int8"].failures(report)    # edgeprm.parity.BARS, or a FidelityBar of your own
+    assert not BARS["int8"].failures(report)    # edgeprm.eval.parity.QUANT_BARS, or a FidelityBar of your own
 
-The model is `edgeprm.fixtures.build_step_classifier(seed=0)` (rebuilt, never committed: `meta.json` holds the
+The model is `edgeprm.testing.build_step_classifier(seed=0)` (rebuilt, never committed: `meta.json` holds the
 sha256 of its files); the input is the committed `arith200.input.jsonl`. Regenerate with
 `python tests/golden/make_golden.py`.
 """
@@ -34,7 +34,7 @@ def reference_rows() -> list[dict]:
 
 def build_golden_model(path: Path) -> Path:
     """Rebuild the fixture model into `path` and check its files against meta.json."""
-    from edgeprm.fixtures import build_step_classifier
+    from edgeprm.testing import build_step_classifier
 
     out = build_step_classifier(path, seed=FIXTURE_SEED)
     want = json.loads(META.read_text())["sha256"]
@@ -56,6 +56,6 @@ def score_rows(scorer, rows: list[dict]) -> list[dict]:
 
 def golden_parity(scorer, name: str = "candidate"):
     """A ParityReport of `scorer`'s scores on the golden input against the committed fp32 scores."""
-    from edgeprm.parity import compare
+    from edgeprm.eval.parity import compare
 
     return compare(reference_rows(), score_rows(scorer, golden_rows()), name)

@@ -2,7 +2,7 @@
 
 - `arith200.input.jsonl`: 200 synthetic Best-of-4 rows (50 problems x 4 candidates; a wrong candidate carries one
   arithmetic slip and everything after it follows from the slip), with `group` and `is_correct`, seeded.
-- `step_classifier_seed0.fp32.jsonl`: those rows scored in fp32 by `edgeprm.fixtures.build_step_classifier(seed=0)`
+- `step_classifier_seed0.fp32.jsonl`: those rows scored in fp32 by `edgeprm.testing.build_step_classifier(seed=0)`
   (the output rows of `edgeprm score`).
 - `meta.json`: sha256 of the fixture's files, so a changed fixture builder is caught before the scores are blamed.
 
@@ -60,9 +60,9 @@ def sha256(path: Path) -> str:
 
 def main() -> int:
     import edgeprm
-    from edgeprm.data import write_jsonl
-    from edgeprm.fixtures import build_step_classifier
-    from edgeprm.quantized_checkpoint import package_versions
+    from edgeprm.quant.checkpoint import package_versions
+    from edgeprm.rows import write_jsonl
+    from edgeprm.testing import build_step_classifier
 
     rows = make_rows()
     write_jsonl(rows, INPUT)
@@ -73,7 +73,7 @@ def main() -> int:
         out = [{**r, "step_rewards": s.step_rewards, "trajectory_reward": s.trajectory_reward, "score": s.score}
                for r, s in zip(rows, results)]
         write_jsonl(out, REFERENCE)
-        meta = {"fixture": f"edgeprm.fixtures.build_step_classifier(seed={FIXTURE_SEED})",
+        meta = {"fixture": f"edgeprm.testing.build_step_classifier(seed={FIXTURE_SEED})",
                 "input": INPUT.name, "reference": REFERENCE.name, "dtype": "float32",
                 "sha256": {f: sha256(model / f) for f in FIXTURE_FILES},
                 "versions": {k: v for k, v in package_versions().items() if k != "bitsandbytes"}}

@@ -313,3 +313,17 @@ def test_compiled_kernels_on_gpu():
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     proc = subprocess.run([sys.executable, "-c", _GPU_CHECK], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_head_reference_takes_rows_of_any_leading_shape():
+    """head_rewards_ref on [B, S, H] (how the ONNX graph calls it) equals it on the flattened [B * S, H] rows."""
+    from edgeprm.kernels.step_head import head_logits_ref, head_rewards_ref, normalise_ref
+
+    seed = fresh_seed()
+    g = torch.Generator().manual_seed(seed)
+    for family in FAMILIES:
+        head = make_head(family, 41, g)
+        x = torch.randn(3, 7, 41, generator=g)
+        flat = head_rewards_ref(x.reshape(-1, 41), head).reshape(3, 7)
+        torch.testing.assert_close(head_rewards_ref(x, head), flat, atol=0, rtol=0, msg=f"seed {seed}")
+        torch.testing.assert_close(normalise_ref(head_logits_ref(x, head)), flat, atol=0, rtol=0)

@@ -1,0 +1,113 @@
+"""The torch backend: load a checkpoint, run the backbone on each padded batch, apply the fused step head.
+
+Input handling, batching by length under a token budget, padding and results are shared with the ONNX Runtime
+backend in `edgeprm.backends.base` (results never depend on batching: see there). What differs per PRM family (head,
+positions, limits) is the family's declaration in `edgeprm.families`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from edgeprm.backends.base import ScorerBase, group_results
+from edgeprm.config import ScorerConfig
+from edgeprm.encoding import Encoded, Encoder
+from edgeprm.families import detect_family, get_family
+from edgeprm.kernels.step_head import step_head
+from edgeprm.loading import (
+    SafetensorsCheckpoint,
+    default_model_dir,
+    load_backbone,
+    read_config,
+    resolve_model_dir,
+)
+from edgeprm.quant.checkpoint import plan_backbone
+from edgeprm.tokenizer import PRMTokenizer
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device; use device='cpu' or 'auto'")
+    return dev
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """A `ScorerConfig.dtype` name ("auto": bf16 on CUDA, fp32 on CPU) as a torch dtype."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return TORCH_DTYPES[dtype]
+
+
+class Scorer(ScorerBase):
+    """Scores trajectories with one loaded PRM on torch. Build it with `edgeprm.load`.
+
+    Input handling, batching and results come from `ScorerBase`; this class runs the backbone and the step head.
+    """
+
+    def __init__(self, backbone, head, encoder: Encoder, config: ScorerConfig, device: torch.device,
+                 model_dir: Path | None = None, quantization: str | None = None, pad_id: int = 0):
+        super().__init__(encoder, config, model_dir, quantization, pad_id)
+        self.backbone, self.device = backbone, device
+        self.head = head.to(device=device)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Final (normed) hidden states [B, T, H] of the backbone."""
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                use_cache=False)
+        return out.last_hidden_state
+
+    def _score_group(self, group: Sequence[Encoded]) -> list[dict]:
+        batch = self.pad(group)
+        hidden = self.hidden_states(torch.from_numpy(batch.input_ids).to(self.device),
+                                    torch.from_numpy(batch.attention_mask).to(self.device))
+        positions = [p for row in batch.step_positions for p in row]
+        offsets = [0]
+        for row in batch.step_positions:
+            offsets.append(offsets[-1] + len(row))
+        dev = hidden.device
+        steps, traj, scores = step_head(
+            hidden, torch.tensor(positions, dtype=torch.int32, device=dev),
+            torch.tensor(offsets, dtype=torch.int32, device=dev), self.head, self.aggregation, self.alpha,
+            final_positions=torch.tensor(batch.final_positions, dtype=torch.int32, device=dev))
+        steps, traj, scores = steps.cpu().tolist(), traj.cpu().tolist(), scores.cpu().tolist()
+        return group_results(group, [steps[a:b] for a, b in zip(offsets, offsets[1:])], traj, scores)
+
+
+def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
+    """Load a checkpoint (local directory or hub id; None = the bundled demo PRM) for the torch backend.
+
+    The family is detected from the files unless `config.family` names one; a quantized checkpoint (written by
+    `edgeprm quantize`) is rebuilt from its stored tensors, and `config.quantization` quantizes a full-precision one
+    while it loads.
+    """
+    model_dir = default_model_dir() if model is None else resolve_model_dir(model, config.revision)
+    hf_config = read_config(model_dir)
+    weights = SafetensorsCheckpoint(model_dir)
+    fam = get_family(config.family) if config.family is not None else detect_family(model_dir, hf_config, weights)
+    overrides = config.family_options(fam)
+    dev = resolve_device(config.device)
+    torch_dtype = resolve_dtype(config.dtype, dev)
+    # A quantized checkpoint (its manifest) or a scheme: the Linear layers are rebuilt/quantized as they load.
+    quantization, transform = plan_backbone(model_dir, weights, config.quantization, dev, torch_dtype)
+    tokenizer = PRMTokenizer.from_dir(model_dir)
+    hidden = hf_config.get("hidden_size")
+    if not isinstance(hidden, int):
+        raise ValueError(f"{model_dir / 'config.json'} has no integer hidden_size")
+    options = fam.options(hf_config, overrides)
+    head = fam.load_head(model_dir, hf_config, weights, tokenizer, options, hidden)
+    encoder = Encoder(fam, tokenizer, fam.max_length(hf_config, config.max_length), config.split, options)
+    backbone = load_backbone(model_dir, hf_config, weights, torch_dtype, dev, transform=transform)
+    resolved = config.replace(family=str(fam), aggregation=config.aggregation or fam.default_aggregation,
+                              max_length=encoder.max_length)
+    return Scorer(backbone, head, encoder, resolved, dev, model_dir, quantization, tokenizer.pad_token_id)

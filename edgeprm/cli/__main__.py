@@ -1,0 +1,5 @@
+import sys
+
+from edgeprm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,38 @@
+"""`edgeprm export MODEL OUT_DIR [--quantization none|int8|int4]`: write an ONNX bundle (`edgeprm.export.onnx`)."""
+
+from __future__ import annotations
+
+import sys
+
+from edgeprm.config import BUNDLE_SCHEMES
+from edgeprm.families import FAMILIES
+
+
+def run(args) -> int:
+    from edgeprm.export.onnx import ExportConfig, bundle_size, export
+
+    config = ExportConfig(args.quantization, args.block_size, args.accuracy_level)
+    options = {k: v for k, v in (("family", args.family), ("max_length", args.max_length)) if v is not None}
+    out = export(args.model, args.out_dir, config, **options)
+    mb = bundle_size(out) / 2**20
+    print(f"edgeprm: exported {args.model} ({config.quantization}) to {out / config.graph} ({mb:.1f} MiB); score "
+          f"with edgeprm.load({str(out)!r}, backend='onnx') or `edgeprm score ... --backend onnx --model {out}`",
+          file=sys.stderr)
+    return 0
+
+
+def add_arguments(p) -> None:
+    from edgeprm.export.onnx import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
+
+    p.description = ("One graph = backbone + step gather + reward head + normalisation; the bundle holds it, the "
+                     "tokenizer and edgeprm.json. Score it with --backend onnx.")
+    p.add_argument("model", help="checkpoint directory or hub id, or an fp32 bundle to quantize")
+    p.add_argument("out_dir", help="bundle directory (created; an earlier bundle there is replaced)")
+    p.add_argument("--quantization", choices=BUNDLE_SCHEMES, default="none",
+                   help="none = fp32 weights; int8 = dynamic int8 (quantize_dynamic); int4 = MatMulNBits blocks")
+    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="int4 block size along K")
+    p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS, default=DEFAULT_ACCURACY_LEVEL,
+                   help="int4 compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest, least "
+                        "faithful)")
+    p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
+    p.add_argument("--max-length", type=int, default=None, help="token limit recorded in the bundle")

@@ -1,0 +1,40 @@
+"""The scorer options every scoring subcommand takes (`--model`, `--backend`, `--quantization`, ...), and the
+`ScorerConfig` they make. Choices come from `edgeprm.config`, never retyped; torch-free."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgeprm.aggregation import AGGREGATIONS
+from edgeprm.config import BACKENDS, BUNDLE_SCHEMES, DTYPES, TORCH_QUANTIZATIONS, ScorerConfig
+from edgeprm.families import FAMILIES
+from edgeprm.trajectory import DEFAULT_SPLIT
+
+QUANTIZATION_CHOICES = tuple(dict.fromkeys([*(q for q in TORCH_QUANTIZATIONS if q), *BUNDLE_SCHEMES]))
+
+
+def add_scorer_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and scoring options")
+    g.add_argument("--model", default=None, help="checkpoint directory or hub id, or with --backend onnx a bundle "
+                                                 "(default: the bundled demo PRM)")
+    g.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default=None,
+                   help="torch: int8 | int4 weights; onnx: the bundle's scheme (none | int8 | int4)")
+    g.add_argument("--backend", choices=BACKENDS, default="torch")
+    g.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    g.add_argument("--dtype", default="auto", choices=[*DTYPES, "auto"], help="torch compute dtype")
+    g.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
+    g.add_argument("--aggregation", choices=AGGREGATIONS, default=None, help="how 'score' combines the rewards")
+    g.add_argument("--alpha", type=float, default=1.0, help="weight of the trajectory reward in 'reasonflux'")
+    g.add_argument("--split", default=DEFAULT_SPLIT, help="separator that splits a 'solution' into steps")
+    g.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
+    g.add_argument("--truncate", action="store_true", help="score what fits; cut steps get null rewards")
+    g.add_argument("--token-budget", type=int, default=8192, help="padded tokens per forward batch")
+    g.add_argument("--threads", type=int, default=None, help="onnx: onnxruntime threads (default: one per core)")
+
+
+def scorer_config(args: argparse.Namespace) -> ScorerConfig:
+    """The ScorerConfig of parsed `add_scorer_options` flags."""
+    return ScorerConfig(quantization=args.quantization, backend=args.backend, device=args.device, family=args.family,
+                        dtype=args.dtype, aggregation=args.aggregation, alpha=args.alpha, max_length=args.max_length,
+                        truncate=args.truncate, split=args.split, token_budget=args.token_budget,
+                        threads=args.threads)

@@ -1,0 +1,113 @@
+"""Quantization schemes and their config (torch-free: the CLI and `ScorerConfig` validate with it).
+
+Schemes (`QUANT_SCHEMES`; the torch backend's `quantization=` choices are built from it):
+
+| scheme | stored as                               | kernels (`QuantConfig.kernel`)                                  |
+|--------|-----------------------------------------|-----------------------------------------------------------------|
+| `int8` | int8 [out, in] + an fp32 scale per row  | `fbgemm` dynamic int8 GEMM (CPU default), `bnb-int8` LLM.int8   |
+|        |                                         | (`Linear8bitLt`; the CUDA default)                              |
+| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute) on CPU and CUDA          |
+
+What the kernels do and how weights are stored: `edgeprm.quant.modules` and `edgeprm.quant.primitives`; the
+checkpoint format: `edgeprm.quant.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+NF4_BLOCKSIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def device_type(device) -> str:
+    """'cpu' or 'cuda' (from a string like 'cuda:1' or a torch.device, without importing torch)."""
+    return str(device).partition(":")[0]
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One quantization choice: what a checkpoint stores and the kernels that run it."""
+
+    name: str
+    storage: str  # the stored form: "int8" (rowwise) | "nf4"
+    kernels: tuple[str, ...]  # every kernel that runs the stored form
+    cpu: str  # the default kernel per device type
+    cuda: str
+    summary: str
+
+    def default_kernel(self, device) -> str:
+        return self.cuda if device_type(device) == "cuda" else self.cpu
+
+
+EMBEDDINGS = ("keep", "int8")
+KERNEL_DEVICES = {"fbgemm": ("cpu",), "bnb-int8": ("cpu", "cuda"), "bnb-nf4": ("cpu", "cuda")}
+QUANT_SCHEMES = {
+    "int8": Scheme("int8", "int8", ("fbgemm", "bnb-int8"), "fbgemm", "bnb-int8",
+                   "int8 weights: fbgemm int8 GEMM on CPU, bitsandbytes LLM.int8 on CUDA"),
+    "int4": Scheme("int4", "nf4", ("bnb-nf4",), "bnb-nf4", "bnb-nf4",
+                   "bitsandbytes NF4 weights (blocks of 64), bf16 compute"),
+}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize a backbone. `edgeprm.load(..., quantization=QuantConfig("int8", kernel="bnb-int8"))`.
+
+    kernel: one of the scheme's kernels (None = its default for the device: see QUANT_SCHEMES).
+    keep: fnmatch patterns of Linear names (as in the backbone, e.g. "layers.0.mlp.*") kept at full precision.
+    int8_threshold: bitsandbytes LLM.int8 outlier threshold (activation columns above it run in fp16; 0 = none).
+    nf4_blocksize: weights per NF4 absmax block.
+    reduce_range: fbgemm 7-bit activations; None = only where the CPU's int8 dot product saturates.
+    embeddings: "keep" (the checkpoint's dtype) or "int8" (rowwise int8 table).
+    """
+
+    scheme: str
+    kernel: str | None = None
+    keep: tuple[str, ...] = ()
+    int8_threshold: float = 6.0
+    nf4_blocksize: int = 64
+    reduce_range: bool | None = None
+    embeddings: str = "keep"
+
+    def __post_init__(self):
+        if self.scheme not in QUANT_SCHEMES:
+            raise ValueError(f"quantization must be one of {tuple(QUANT_SCHEMES)}; got {self.scheme!r}")
+        if self.kernel is not None and self.kernel not in QUANT_SCHEMES[self.scheme].kernels:
+            raise ValueError(f"kernel {self.kernel!r} does not run {self.scheme} weights; choose one of "
+                             f"{QUANT_SCHEMES[self.scheme].kernels}")
+        if isinstance(self.keep, str) or not all(isinstance(k, str) for k in self.keep):
+            raise ValueError(f"keep must be a tuple of module-name patterns like ('layers.0.*',); got {self.keep!r}")
+        object.__setattr__(self, "keep", tuple(self.keep))
+        if self.nf4_blocksize not in NF4_BLOCKSIZES:
+            raise ValueError(f"nf4_blocksize must be one of {NF4_BLOCKSIZES}; got {self.nf4_blocksize}")
+        if self.embeddings not in EMBEDDINGS:
+            raise ValueError(f"embeddings must be one of {EMBEDDINGS}; got {self.embeddings!r}")
+        if not self.int8_threshold >= 0:
+            raise ValueError(f"int8_threshold must be >= 0 (0 disables the outlier columns); got "
+                             f"{self.int8_threshold}")
+
+    @property
+    def spec(self) -> Scheme:
+        return QUANT_SCHEMES[self.scheme]
+
+    def kernel_for(self, device) -> str:
+        kernel = self.kernel or self.spec.default_kernel(device)
+        dev = device_type(device)
+        if dev not in KERNEL_DEVICES[kernel]:
+            raise ValueError(f"the {kernel} kernel runs on {KERNEL_DEVICES[kernel]} only; got device {dev!r}. Choose "
+                             f"another kernel of {self.spec.kernels} or leave kernel=None")
+        return kernel
+
+    def keeps(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.keep)
+
+
+def as_quant_config(quantization) -> QuantConfig | None:
+    if quantization is None or isinstance(quantization, QuantConfig):
+        return quantization
+    if quantization not in QUANT_SCHEMES:
+        raise ValueError(f"quantization must be None, one of {tuple(QUANT_SCHEMES)} or a QuantConfig; got "
+                         f"{quantization!r}")
+    return QuantConfig(quantization)
+

@@ -1,0 +1,268 @@
+"""Quantized modules for the torch backend's 8-bit and 4-bit backbones, and the loading transform that builds them.
+
+Only the backbone's Linear layers are quantized. The reward head is not part of the backbone and stays fp32; norms,
+biases and the rotary tables stay in the compute dtype (`dtype=`); the embedding table keeps the checkpoint's own
+dtype (a bf16 checkpoint's table stays bf16, rows come out in the compute dtype: exactly the values of an upcast,
+at half the memory). `QuantConfig.keep` keeps chosen Linear layers at full precision too; `QuantConfig(embeddings=
+"int8")` stores the embedding table as int8 rows with a scale each (a lookup returns exactly q * scale), which is
+~0.22 GB less at the 1.5B shape.
+
+The fbgemm kernel is the one behind `torch.ao.nn.quantized.dynamic.Linear`: weights int8 per output channel,
+activations quantized to uint8 per call. That kernel takes one range for the whole input tensor, so
+`FbgemmInt8Linear` scales each token to absmax 1 around it: per-token activation scales, so that one outlier token
+no longer coarsens its batchmates (scores still move with batch composition within the quantization error, through
+the shared rounding grid). It is the fast CPU path (int8 GEMM, ~1.4x a bf16 GEMM on an AVX-512 CPU). Activations
+use the full 8 bits where the CPU's u8*s8 dot product does not saturate (probed once: AVX512-VNNI does not), else 7
+bits as torch's default does. NF4's activations stay bf16; bitsandbytes int8 quantizes per row, and only its choice
+of fp16 outlier columns depends on the batch.
+
+Weights are quantized while they are loaded (`edgeprm.loading.load_backbone`'s `transform` hook), one Linear at a
+time: a full-precision model never sits in memory. `edgeprm quantize` (`edgeprm.quant.checkpoint`) writes the
+quantized tensors to disk with their manifest, and `edgeprm.load(dir)` rebuilds the modules from them directly.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from edgeprm.quant.config import QuantConfig, as_quant_config
+from edgeprm.quant.primitives import SCALE_SUFFIX, _bnb, quantize_int8_rowwise, quantize_weight
+
+
+@functools.cache
+def int8_dot_saturates() -> bool:
+    """Whether fbgemm's u8*s8 GEMM saturates 16-bit pair sums on this CPU (AVX2 without VNNI does).
+
+    255 * 127 * 2 overflows int16: with saturation, 64 products of 1.0 * 1.0 do not come out as 64.
+    """
+    k = 64
+    ones = torch.ones(1, k)
+    q, scale = quantize_int8_rowwise(ones)
+    y = torch.ops.quantized.linear_dynamic(ones, _fbgemm_pack(q, scale, None), reduce_range=False)
+    return abs(y.item() - k) > 1e-3 * k
+
+
+def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    try:
+        with warnings.catch_warnings():  # torch marks quantized tensors deprecated; the kernel is what we use
+            warnings.simplefilter("ignore")
+            zero = torch.zeros(q.shape[0], dtype=torch.long)
+            qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
+            return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float().contiguous())
+    except (AttributeError, RuntimeError) as e:
+        raise ValueError(f"this torch build has no fbgemm int8 kernel ({e}); use QuantConfig('int8', "
+                         "kernel='bnb-int8') or quantization='int4'") from e
+
+
+class FbgemmInt8Linear(nn.Module):
+    """y = x @ W.T + b with W int8 per output channel and x quantized per token: fbgemm's dynamic int8 GEMM.
+
+    fbgemm quantizes its input with one range for the whole tensor, so one outlier token would coarsen every other
+    token of the batch (and a row's result would depend on what it is batched with). Each token is therefore divided
+    by its own absmax before the call and the output row multiplied back (the bias added after): per-token activation
+    scales from a per-tensor kernel, at the cost of one scaling pass. The kernel is the one of
+    `torch.ao.nn.quantized.dynamic.Linear`, held directly: that module packs a dummy weight of the full size in its
+    constructor and takes fp32 input only. x: [..., in] any float dtype, computed in fp32, returned in x's dtype.
+    """
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        self.reduce_range = bool(reduce_range)
+        self._packed = _fbgemm_pack(q, scale, None)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
+        # fbgemm keeps the packed int8 matrix plus, per output channel, a scale, a zero point, a column offset
+        # (4 bytes each); the fp32 bias is kept beside it.
+        self._bytes = q.numel() + 12 * self.out_features + (0 if bias is None else 4 * self.out_features)
+
+    def storage_bytes(self) -> int:
+        return self._bytes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float().reshape(-1, self.in_features)
+        token_scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        y = torch.ops.quantized.linear_dynamic((xf / token_scale).contiguous(), self._packed,
+                                               reduce_range=self.reduce_range)
+        y = y * token_scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"activations={'7' if self.reduce_range else '8'}-bit per token")
+
+
+class CastEmbedding(nn.Embedding):
+    """An embedding table kept in its (16-bit) checkpoint dtype whose rows come out in the compute dtype."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids).to(self.out_dtype)
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, padding_idx: int | None, out_dtype: torch.dtype) -> CastEmbedding:
+        e = cls(weight.shape[0], weight.shape[1], padding_idx, device="meta")
+        e.weight = nn.Parameter(weight, requires_grad=False)
+        e.out_dtype = out_dtype
+        return e
+
+
+class Int8Embedding(nn.Module):
+    """An embedding table stored as int8 rows [V, H] with an fp32 scale per row; a lookup returns q * scale."""
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, padding_idx: int | None, out_dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("weight", q)
+        self.register_buffer("scale", scale.float())
+        self.padding_idx, self.out_dtype = padding_idx, out_dtype
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = nn.functional.embedding(ids, self.weight).float() * self.scale[ids].unsqueeze(-1)
+        return rows.to(self.out_dtype)
+
+
+@functools.cache
+def _bnb_int8_class():
+    bnb = _bnb()
+
+    class BnbInt8Linear(bnb.nn.Linear8bitLt):
+        """bitsandbytes LLM.int8; the input goes in as fp16 (bitsandbytes casts it anyway, and logs each time)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.to(torch.float16)).to(x.dtype)
+
+    return BnbInt8Linear
+
+
+def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tensor | None, shape: tuple[int, int],
+                 cfg: QuantConfig, device: torch.device) -> nn.Module:
+    """A quantized Linear of `shape` (out, in) for `kernel`, from its stored tensors (see `quantize_weight`)."""
+    out_f, in_f = shape
+    if kernel == "fbgemm":
+        rr = int8_dot_saturates() if cfg.reduce_range is None else cfg.reduce_range
+        return FbgemmInt8Linear(stored[""], stored[SCALE_SUFFIX], bias, rr)
+    bnb = _bnb()
+    if kernel == "bnb-int8":
+        q, scale = stored[""].to(device), stored[SCALE_SUFFIX].to(device).float()
+        with torch.device("meta"):
+            m = _bnb_int8_class()(in_f, out_f, bias is not None, has_fp16_weights=False,
+                                  threshold=cfg.int8_threshold)
+        m.weight = bnb.nn.Int8Params(q, requires_grad=False, has_fp16_weights=False, CB=q, SCB=scale * 127.0)
+    else:
+        state = {k[1:]: v.to(device) for k, v in stored.items() if k}
+        with torch.device("meta"):
+            m = bnb.nn.Linear4bit(in_f, out_f, bias is not None, compute_dtype=torch.bfloat16, quant_type="nf4",
+                                  compress_statistics=False)
+        m.weight = bnb.nn.Params4bit.from_prequantized(stored[""].to(device), state, requires_grad=False,
+                                                       device=device, module=m)
+        # bitsandbytes' packed CPU kernel needs out % 32 == 0 and whole blocks per row; other shapes dequantize.
+        m.support_avx512bf16_for_cpu = (m.support_avx512bf16_for_cpu and out_f % 32 == 0
+                                        and in_f % cfg.nf4_blocksize == 0)
+        convert = getattr(bnb.functional, "_convert_weight_packed_for_cpu", None)
+        if device.type == "cpu" and m.support_avx512bf16_for_cpu and convert is not None:
+            # The repacking bitsandbytes' forward does at the first call, done here one layer at a time: the first
+            # call is not slowed by every layer's repacking, nor the heap left holding its temporaries.
+            m.weight.data, m.weight.quant_state = convert(m.weight.data, m.weight.quant_state)
+        bias = None if bias is None else bias.to(torch.bfloat16)  # bitsandbytes would cast it at the first call
+    if bias is not None:
+        m.bias = nn.Parameter(bias.to(device), requires_grad=False)
+    return m.eval()
+
+
+# -- building quantized backbones ---------------------------------------------------------------------------------
+Read = Callable[[str], torch.Tensor]
+
+
+def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.dtype, stored=None):
+    """The `load_backbone` transform: quantized Linears, embeddings kept in their checkpoint dtype.
+
+    Without `stored`, Linear weights are read in full precision and quantized here, one at a time. With `stored`
+    (a quantized checkpoint: `edgeprm.quant.checkpoint.StoredCheckpoint`), the modules its manifest lists are
+    rebuilt from their stored tensors.
+    """
+    device = torch.device(device)
+    kernel = cfg.kernel_for(device)
+    listed = set(stored.manifest.modules) if stored is not None else None
+    embeddings = stored.manifest.embeddings if stored is not None else cfg.embeddings
+
+    def transform(name: str, module: nn.Module, read: Read) -> nn.Module | None:
+        if isinstance(module, nn.Embedding) and embeddings == "int8":
+            shape = (module.num_embeddings, module.embedding_dim)
+            if stored is None:
+                q, scale = quantize_int8_rowwise(read(name + ".weight"))
+            else:
+                t = stored.read(name + ".weight", "int8", shape)
+                q, scale = t[""], t[SCALE_SUFFIX]
+            return Int8Embedding(q.to(device), scale.to(device), module.padding_idx, compute_dtype)
+        if isinstance(module, nn.Embedding):
+            w = read(name + ".weight")
+            if w.dtype.itemsize >= compute_dtype.itemsize:
+                return None
+            return CastEmbedding.from_weight(w.to(device), module.padding_idx, compute_dtype)
+        if not isinstance(module, nn.Linear):
+            return None
+        shape = (module.out_features, module.in_features)
+        if listed is None:
+            if cfg.keeps(name):
+                return None
+            w = read(name + ".weight")
+            tensors = quantize_weight(cfg.spec.storage, w.to(device), cfg.nf4_blocksize)
+            del w
+        elif name in listed:
+            tensors = stored.read(name + ".weight", stored.manifest.storage, shape)
+        else:
+            return None
+        bias = read(name + ".bias").to(device, compute_dtype) if module.bias is not None else None
+        built = build_linear(kernel, tensors, bias, shape, cfg, device)
+        del tensors, bias
+        _release_freed_memory()
+        return built
+
+    return transform
+
+
+@functools.cache
+def _libc_malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap memory freed by one layer's temporaries back to the OS (glibc).
+
+    Each layer frees tens of MB of temporaries; glibc keeps such blocks in its heap once its adaptive mmap threshold
+    has grown, and the long-lived packed weights allocated between them pin the holes, so without this the resident
+    size after loading drifts 0.3-0.5 GB above the model from run to run.
+    """
+    trim = _libc_malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def quantize_backbone(model: nn.Module, quantization: str | QuantConfig, device=None) -> nn.Module:
+    """Replace the Linear layers of an already loaded backbone with quantized ones, in place; returns the model.
+
+    `edgeprm.load(..., quantization=...)` quantizes while loading instead, without a full-precision copy.
+    """
+    cfg = as_quant_config(quantization)
+    if cfg is None:
+        return model
+    first = next(model.parameters())
+    transform = make_transform(cfg, device or first.device, first.dtype)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            new = transform(name, module, lambda n: model.get_parameter(n).detach())
+            if new is not None:
+                parent, _, attr = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
