@@ -1,25 +1,12 @@
 """Parity of score files: alignment reporting, Best-of-N figures, fidelity bars, the CLI."""
 
-import json
 
 import pytest
 
-from edgeprm.cli import main
 from edgeprm.eval.parity import QUANT_BARS as BARS
-from edgeprm.eval.parity import FidelityBar, compare, read_scores
-from edgeprm.rows import write_jsonl
+from edgeprm.eval.parity import FidelityBar, compare
 
-
-def rows(scores, steps=None, groups=None, correct=None):
-    out = []
-    for i, s in enumerate(scores):
-        r = {"id": f"r{i}", "problem": f"p{i // 4}", "step_rewards": steps[i] if steps else [s, s], "score": s}
-        if groups is not None:
-            r["group"] = groups[i]
-        if correct is not None:
-            r["is_correct"] = correct[i]
-        out.append(r)
-    return out
+from .shared import rows
 
 
 def test_identical_files_agree_perfectly():
@@ -69,34 +56,3 @@ def test_groups_by_group_field_else_problem_and_nan_scores_rank_last():
     assert compare(ref, ref, group_key="nope").n_groups == 1  # no such field: grouped by problem text
     anonymous = [{k: v for k, v in x.items() if k != "id"} for x in ref]
     assert compare(anonymous, anonymous).n_aligned == 4  # no ids: aligned by line
-
-
-def write_scores(path, rs):
-    write_jsonl(rs, path)
-    return path
-
-
-def test_cli_table_and_json(tmp_path, capsys):
-    ref = write_scores(tmp_path / "ref.jsonl", rows([0.9, 0.2, 0.5, 0.4], correct=[1, 0, 0, 0]))
-    c1 = write_scores(tmp_path / "int8.jsonl", rows([0.89, 0.21, 0.5, 0.4], correct=[1, 0, 0, 0]))
-    c2 = write_scores(tmp_path / "int4.jsonl", rows([0.9, 0.2, 0.5, 0.4])[:3])
-    assert main(["parity", str(ref), str(c1), str(c2)]) == 0
-    out, err = capsys.readouterr()
-    assert "int8.jsonl" in out and "int4.jsonl" in out and "Best-of-N top-1 agreement" in out
-    assert "step max |delta|" in out and "0.0100" in out and "picks changed (max ref. margin)" in out
-    assert "int4.jsonl: missing ids 'r3'" in out and "some rows did not align" in err
-    assert main(["parity", str(ref), str(c1), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    (c,) = doc["candidates"]
-    assert c["n_aligned"] == 4 and c["top1_agreement"] == 1 and c["step_max_abs"] == pytest.approx(0.01)
-
-
-def test_cli_errors(tmp_path, capsys):
-    ref = write_scores(tmp_path / "ref.jsonl", rows([0.9, 0.2]))
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"id": "r0", "score": 1, "step_rewards": [1]}\n{oops\n')
-    assert main(["parity", str(ref), str(bad)]) == 2
-    assert "bad.jsonl line 2: not valid JSON" in capsys.readouterr().err
-    unscored = write_scores(tmp_path / "in.jsonl", [{"id": "r0", "problem": "p", "steps": ["s"]}])
-    with pytest.raises(ValueError, match="line 1: a score row needs 'score' and 'step_rewards'"):
-        read_scores(unscored)
