@@ -18,13 +18,17 @@ Two launches per call, over R = S_total step rows plus B final rows when final p
    to the trajectory reward and the score (mean / min / last / prod / reasonflux).
 
 Accumulation is fp32 throughout. fp32 operands use `input_precision="ieee"` (not TF32), so fp32 results match the
-reference to ~1e-6. Tested under TRITON_INTERPRET=1 on CPU (fp32, fp16); the GPU configs were written for T4,
-RTX 30/40, Jetson Orin and H100 but not timed here.
+reference to ~1e-6. Tested under TRITON_INTERPRET=1 on CPU (fp32, fp16); every GPU config is compiled for sm_75,
+sm_80, sm_86, sm_87, sm_89 and sm_90 without a GPU by `edgeprm.kernels.aot` (tests/kernels/test_aot.py), which
+records the configs that spill or overflow shared memory per target; `prune_configs` drops those before autotuning.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+from pathlib import Path
 
 import torch
 import triton
@@ -55,9 +59,12 @@ if INTERPRET:
 else:
     # The classifier GEMM has few rows (R = S + B, tens to hundreds) against an H x H weight: it is bound by reading
     # w1 once per M tile, so small BLOCK_N gives enough programs to fill the SMs (T4: 40, RTX 4090: 128, Orin: 16,
-    # H100: 132). Up to 64 x 128 tiles a stage takes <= 24 KB in fp16, so 2-3 stages fit T4/Orin shared memory
-    # (64 KB / 48 KB); configs that do not fit a GPU fail to compile there and autotune skips them.
+    # H100: 132). Compiled for sm_75 ... sm_90 by `edgeprm.kernels.aot` (registers, spills and shared memory per
+    # target in _step_head_targets.json): on sm_75 (T4) with fp16 only the first two tiles fit in registers (212 and
+    # 226 per thread, no stack); every larger tile spills there, and `prune_configs` drops those on such a GPU.
     CLASSIFIER_CONFIGS = [
+        _config(16, 64, 4, 2, block_n=32),
+        _config(32, 32, 4, 2, block_n=64),
         _config(16, 128, 4, 3, block_n=32),
         _config(16, 128, 4, 3, block_n=64),
         _config(32, 64, 4, 3, block_n=64),
@@ -65,14 +72,40 @@ else:
         _config(64, 64, 8, 3, block_n=128),
         _config(128, 64, 8, 4, block_n=128),  # Hopper, many rows (large batches of Best-of-N candidates)
     ]
+    # Two fp32 [BLOCK_M, BLOCK_K] accumulators per program: 64 x 128 with 4 warps spills on every target (255
+    # registers + stack), so the 64-row tiles use BLOCK_K 64 with 4 warps or 128 with 8.
     LINEAR_CONFIGS = [
         _config(16, 256, 4, 2),
         _config(32, 128, 4, 2),
-        _config(64, 128, 4, 3),
+        _config(64, 64, 4, 2),
+        _config(64, 128, 8, 2),
     ]
 
 MIN_BLOCK_N = min(c.kwargs["BLOCK_N"] for c in CLASSIFIER_CONFIGS)
 FINISH_BLOCK_S = 16
+TARGETS_TABLE = Path(__file__).with_name("_step_head_targets.json")
+
+
+@functools.cache
+def _dropped_on(capability: tuple[int, int]) -> frozenset[str]:
+    """'kernel:config' names that spill or overflow shared memory on this compute capability (AOT-compiled)."""
+    table = json.loads(TARGETS_TABLE.read_text()).get("dropped", {}) if TARGETS_TABLE.is_file() else {}
+    return frozenset(table.get(f"sm_{capability[0]}{capability[1]}", ()))
+
+
+def prune_configs(kernel: str):
+    """An autotune `early_config_prune` dropping the configs recorded as not fitting the current GPU."""
+
+    def prune(configs, named_args, **kwargs):
+        if INTERPRET or not torch.cuda.is_available():
+            return configs
+        from edgeprm.kernels.aot import config_name
+
+        bad = _dropped_on(torch.cuda.get_device_capability())
+        kept = [c for c in configs if f"{kernel}:{config_name(c)}" not in bad]
+        return kept or configs  # a GPU the table does not know keeps every config
+
+    return {"early_config_prune": prune}
 
 
 @triton.jit
@@ -88,7 +121,8 @@ def _row_offsets(row_traj_ptr, row_pos_ptr, seq_off_ptr, rows, row_mask, stride_
     return off
 
 
-@triton.autotune(configs=CLASSIFIER_CONFIGS, key=["H", "R_BUCKET"], reset_to_zero=["partial_ptr"])
+@triton.autotune(configs=CLASSIFIER_CONFIGS, key=["H", "R_BUCKET"], reset_to_zero=["partial_ptr"],
+                 prune_configs_by=prune_configs("classifier_partials"))
 @triton.jit
 def _classifier_partials_kernel(
     hidden_ptr, row_traj_ptr, row_pos_ptr, seq_off_ptr, w1_ptr, b1_ptr, w2_ptr, partial_ptr,
@@ -126,7 +160,7 @@ def _classifier_partials_kernel(
         tl.store(partial_ptr + rows * (NSLOT * C) + pid_n * C + c, part, mask=row_mask)
 
 
-@triton.autotune(configs=LINEAR_CONFIGS, key=["H", "R_BUCKET"])
+@triton.autotune(configs=LINEAR_CONFIGS, key=["H", "R_BUCKET"], prune_configs_by=prune_configs("linear_partials"))
 @triton.jit
 def _linear_partials_kernel(
     hidden_ptr, row_traj_ptr, row_pos_ptr, seq_off_ptr, w2_ptr, partial_ptr,
