@@ -7,7 +7,9 @@ positions, limits) is the family's declaration in `edgeprm.families`.
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from edgeprm.backends.base import ScorerBase, group_results
 from edgeprm.config import ScorerConfig
 from edgeprm.encoding import Encoded, Encoder
 from edgeprm.families import detect_family, get_family
+from edgeprm.hardware import cpu_info, gpu_info
 from edgeprm.kernels.step_head import step_head
 from edgeprm.loading import (
     SafetensorsCheckpoint,
@@ -41,10 +44,39 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """A `ScorerConfig.dtype` name ("auto": bf16 on CUDA, fp32 on CPU) as a torch dtype."""
+    """A `ScorerConfig.dtype` name as a torch dtype. "auto" never picks a dtype the hardware lacks: fp32 on CPU (the
+    reference precision; every CPU runs it natively), bf16 on a GPU with native bf16 (sm_80 and newer), else fp16.
+    Asking for a 16-bit dtype on a CPU without native units for it warns, with what this CPU measured."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return TORCH_DTYPES[dtype]
+        if device.type == "cuda":
+            gpu = gpu_info(device.index or 0)
+            return torch.bfloat16 if gpu is None or gpu.native_bf16 else torch.float16
+        return torch.float32
+    chosen = TORCH_DTYPES[dtype]
+    cpu = cpu_info()
+    if device.type == "cpu" and chosen != torch.float32 and not (cpu.native_bf16 if chosen == torch.bfloat16
+                                                                 else cpu.has("avx512_fp16") or cpu.has("amx_fp16")):
+        slow, fast = gemm_gflops(chosen), gemm_gflops(torch.float32)
+        warnings.warn(f"dtype={dtype!r} on {cpu.model or 'this CPU'}, which has no native {dtype} matrix units: "
+                      f"measured just now, a {dtype} matmul runs at {slow:.0f} GFLOP/s against {fast:.0f} GFLOP/s in "
+                      "float32. dtype='float32' is faster here (and exact); quantization='int8' is faster still",
+                      stacklevel=3)
+    return chosen
+
+
+@functools.cache
+def gemm_gflops(dtype: torch.dtype, m: int = 256, k: int = 1536, n: int = 1536) -> float:
+    """GFLOP/s of one [m, k] x [k, n] matmul in `dtype` on this CPU (best of 3, after a warm-up)."""
+    import time
+
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * m * k * n / best / 1e9
 
 
 class Scorer(ScorerBase):
@@ -110,4 +142,6 @@ def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
     backbone = load_backbone(model_dir, hf_config, weights, torch_dtype, dev, transform=transform)
     resolved = config.replace(family=str(fam), aggregation=config.aggregation or fam.default_aggregation,
                               max_length=encoder.max_length)
-    return Scorer(backbone, head, encoder, resolved, dev, model_dir, quantization, tokenizer.pad_token_id)
+    scorer = Scorer(backbone, head, encoder, resolved, dev, model_dir, quantization, tokenizer.pad_token_id)
+    scorer.quant_kernel = getattr(transform, "kernel", None)  # e.g. "onednn": the kernel measured fastest here
+    return scorer

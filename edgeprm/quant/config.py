@@ -27,26 +27,33 @@ def device_type(device) -> str:
 
 @dataclass(frozen=True)
 class Scheme:
-    """One quantization choice: what a checkpoint stores and the kernels that run it."""
+    """One quantization choice: what a checkpoint stores and the kernels that run it.
+
+    On CUDA the scheme's `cuda` kernel runs; on a CPU the fastest of its CPU kernels on this CPU, measured once
+    (`edgeprm.quant.select.cpu_kernel`).
+    """
 
     name: str
     storage: str  # the stored form: "int8" (rowwise) | "nf4"
     kernels: tuple[str, ...]  # every kernel that runs the stored form
-    cpu: str  # the default kernel per device type
     cuda: str
     summary: str
 
-    def default_kernel(self, device) -> str:
-        return self.cuda if device_type(device) == "cuda" else self.cpu
+    @property
+    def cpu_kernels(self) -> tuple[str, ...]:
+        return tuple(k for k in self.kernels if "cpu" in KERNEL_DEVICES[k])
 
 
 EMBEDDINGS = ("keep", "int8")
-KERNEL_DEVICES = {"fbgemm": ("cpu",), "bnb-int8": ("cpu", "cuda"), "bnb-nf4": ("cpu", "cuda")}
+# Where each kernel runs. fbgemm / onednn: torch's dynamic int8 GEMM on those engines; nf4-dense: NF4 expanded to the
+# compute dtype before a dense GEMM (edgeprm.quant.modules.Nf4DenseLinear); bnb-*: bitsandbytes.
+KERNEL_DEVICES = {"fbgemm": ("cpu",), "onednn": ("cpu",), "bnb-int8": ("cpu", "cuda"), "nf4-dense": ("cpu", "cuda"),
+                  "bnb-nf4": ("cpu", "cuda")}
 QUANT_SCHEMES = {
-    "int8": Scheme("int8", "int8", ("fbgemm", "bnb-int8"), "fbgemm", "bnb-int8",
-                   "int8 weights: fbgemm int8 GEMM on CPU, bitsandbytes LLM.int8 on CUDA"),
-    "int4": Scheme("int4", "nf4", ("bnb-nf4",), "bnb-nf4", "bnb-nf4",
-                   "bitsandbytes NF4 weights (blocks of 64), bf16 compute"),
+    "int8": Scheme("int8", "int8", ("fbgemm", "onednn", "bnb-int8"), "bnb-int8",
+                   "int8 weights: the fastest int8 GEMM of this CPU (fbgemm or oneDNN), bitsandbytes LLM.int8 on CUDA"),
+    "int4": Scheme("int4", "nf4", ("nf4-dense", "bnb-nf4"), "bnb-nf4",
+                   "NF4 weights (blocks of 64): the fastest 4-bit kernel of this CPU, bitsandbytes on CUDA"),
 }
 
 
@@ -91,9 +98,18 @@ class QuantConfig:
     def spec(self) -> Scheme:
         return QUANT_SCHEMES[self.scheme]
 
-    def kernel_for(self, device) -> str:
-        kernel = self.kernel or self.spec.default_kernel(device)
+    def kernel_for(self, device, compute_dtype=None) -> str:
+        """The kernel that runs this config on `device`: the one asked for, else the scheme's CUDA kernel, else the
+        fastest CPU kernel measured on this CPU for `compute_dtype` (a torch dtype; None = float32)."""
         dev = device_type(device)
+        if self.kernel is not None:
+            kernel = self.kernel
+        elif dev == "cuda":
+            kernel = self.spec.cuda
+        else:
+            from edgeprm.quant.select import cpu_kernel
+
+            kernel = cpu_kernel(self.scheme, compute_dtype)
         if dev not in KERNEL_DEVICES[kernel]:
             raise ValueError(f"the {kernel} kernel runs on {KERNEL_DEVICES[kernel]} only; got device {dev!r}. Choose "
                              f"another kernel of {self.spec.kernels} or leave kernel=None")

@@ -35,46 +35,54 @@ from edgeprm.quant.primitives import SCALE_SUFFIX, _bnb, quantize_int8_rowwise, 
 
 
 @functools.cache
-def int8_dot_saturates() -> bool:
-    """Whether fbgemm's u8*s8 GEMM saturates 16-bit pair sums on this CPU (AVX2 without VNNI does).
+def int8_dot_saturates(engine: str = "fbgemm") -> bool:
+    """Whether the engine's u8*s8 GEMM saturates 16-bit pair sums on this CPU (fbgemm on AVX2 without VNNI does).
 
     255 * 127 * 2 overflows int16: with saturation, 64 products of 1.0 * 1.0 do not come out as 64.
     """
     k = 64
     ones = torch.ones(1, k)
     q, scale = quantize_int8_rowwise(ones)
-    y = torch.ops.quantized.linear_dynamic(ones, _fbgemm_pack(q, scale, None), reduce_range=False)
+    y = torch.ops.quantized.linear_dynamic(ones, _fbgemm_pack(q, scale, None, engine), reduce_range=False)
     return abs(y.item() - k) > 1e-3 * k
 
 
-def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, engine: str = "fbgemm"):
+    """Weights packed for torch's dynamic int8 GEMM by `engine` (fbgemm or onednn); the packed object carries its
+    engine, so the GEMM runs on it whatever `torch.backends.quantized.engine` says later."""
+    previous = torch.backends.quantized.engine
     try:
         with warnings.catch_warnings():  # torch marks quantized tensors deprecated; the kernel is what we use
             warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = engine
             zero = torch.zeros(q.shape[0], dtype=torch.long)
             qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zero, 0)
             return torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float().contiguous())
     except (AttributeError, RuntimeError) as e:
-        raise ValueError(f"this torch build has no fbgemm int8 kernel ({e}); use QuantConfig('int8', "
+        raise ValueError(f"this torch build has no {engine} int8 kernel ({e}); use QuantConfig('int8', "
                          "kernel='bnb-int8') or quantization='int4'") from e
+    finally:
+        torch.backends.quantized.engine = previous
 
 
 class FbgemmInt8Linear(nn.Module):
-    """y = x @ W.T + b with W int8 per output channel and x quantized per token: fbgemm's dynamic int8 GEMM.
+    """y = x @ W.T + b with W int8 per output channel and x quantized per token: torch's dynamic int8 GEMM, run by
+    fbgemm (`engine="fbgemm"`, AVX2 and AVX-512) or oneDNN (`engine="onednn"`, which uses AVX512-VNNI and AMX).
 
-    fbgemm quantizes its input with one range for the whole tensor, so one outlier token would coarsen every other
-    token of the batch (and a row's result would depend on what it is batched with). Each token is therefore divided
-    by its own absmax before the call and the output row multiplied back (the bias added after): per-token activation
-    scales from a per-tensor kernel, at the cost of one scaling pass. The kernel is the one of
+    The kernel quantizes its input with one range for the whole tensor, so one outlier token would coarsen every
+    other token of the batch (and a row's result would depend on what it is batched with). Each token is therefore
+    divided by its own absmax before the call and the output row multiplied back (the bias added after): per-token
+    activation scales from a per-tensor kernel, at the cost of one scaling pass. The kernel is the one of
     `torch.ao.nn.quantized.dynamic.Linear`, held directly: that module packs a dummy weight of the full size in its
     constructor and takes fp32 input only. x: [..., in] any float dtype, computed in fp32, returned in x's dtype.
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool):
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool,
+                 engine: str = "fbgemm"):
         super().__init__()
         self.out_features, self.in_features = q.shape
-        self.reduce_range = bool(reduce_range)
-        self._packed = _fbgemm_pack(q, scale, None)
+        self.reduce_range, self.engine = bool(reduce_range), engine
+        self._packed = _fbgemm_pack(q, scale, None, engine)
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
         # fbgemm keeps the packed int8 matrix plus, per output channel, a scale, a zero point, a column offset
         # (4 bytes each); the fp32 bias is kept beside it.
@@ -94,8 +102,82 @@ class FbgemmInt8Linear(nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+        return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
                 f"activations={'7' if self.reduce_range else '8'}-bit per token")
+
+
+_SCRATCH: dict[tuple, torch.Tensor] = {}
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One reusable buffer per (dtype, device), grown to the largest layer: the dense weights of one layer at a time.
+
+    Layers run one after another, so every `Nf4DenseLinear` of a model shares it (one fp32 matrix of the largest
+    layer, 55 MB at the 1.5B shape); reusing it also saves the page faults of a fresh 55 MB allocation per call.
+    Not for concurrent forwards from several threads (a scorer is used from one thread at a time).
+    """
+    key = (dtype, torch.device(device))
+    buf = _SCRATCH.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf[:numel]
+
+
+_PAIRS: dict[tuple, torch.Tensor] = {}
+
+
+def _code_pairs(code: torch.Tensor) -> torch.Tensor:
+    """[256, 2] fp32: the two code values of every byte, the first weight in the high nibble (bitsandbytes' order).
+    One table per code and device, shared by every layer (NF4's code is the same everywhere)."""
+    key = (code.device, tuple(code.tolist()))
+    if key not in _PAIRS:
+        b = torch.arange(256, device=code.device)
+        _PAIRS[key] = torch.stack([code[b >> 4], code[b & 15]], -1).contiguous()
+    return _PAIRS[key]
+
+
+class Nf4DenseLinear(nn.Module):
+    """y = x @ dequant(W).T + b: NF4 weights (bitsandbytes' stored form, blocks of `blocksize` with an fp32 absmax
+    each) expanded to x's dtype right before a dense GEMM, one layer at a time.
+
+    4-bit weights stay in memory; the GEMM is the dense one of x's dtype (fp32 on a CPU without native bf16, where
+    every 4-bit GEMM kernel measured here is slower than fp32: see bench/QUANT.md). The expansion is one table
+    lookup per packed byte (a [256, 2] table of NF4 code pairs) and one multiply per block, into a shared scratch
+    buffer; prefill amortises it over the tokens of a batch. Dequantized values equal bitsandbytes'
+    `dequantize_4bit` bit for bit (fp32 products of code and absmax; tests hold them equal).
+    """
+
+    def __init__(self, packed: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, blocksize: int,
+                 shape: tuple[int, int], bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = shape
+        n = shape[0] * shape[1]
+        if n % 2 or n % blocksize:
+            raise ValueError(f"a {shape} layer does not split into bytes and {blocksize}-weight blocks")
+        self.blocksize = blocksize
+        self.register_buffer("packed", packed.reshape(-1).contiguous())
+        self.register_buffer("absmax", absmax.float().reshape(-1, 1).contiguous())
+        self.register_buffer("code", code.float().contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().contiguous(), persistent=False)
+
+    def storage_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.absmax, self.code, self.bias)
+                   if t is not None)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The dense weight [out, in] in `dtype` (a view of the shared scratch buffer: use it before the next call)."""
+        w = _scratch(self.packed.numel() * 2, torch.float32, self.packed.device)
+        torch.index_select(_code_pairs(self.code), 0, self.packed.int(), out=w.view(-1, 2))
+        w.view(-1, self.blocksize).mul_(self.absmax)
+        w = w.view(self.out_features, self.in_features)
+        return w if dtype == torch.float32 else w.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return nn.functional.linear(x, self.dequantize(x.dtype), bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, nf4 blocks of {self.blocksize}"
 
 
 class CastEmbedding(nn.Embedding):
@@ -126,6 +208,14 @@ class Int8Embedding(nn.Module):
         return rows.to(self.out_dtype)
 
 
+def _bnb_cpu_gemm_loaded() -> bool:
+    try:
+        from bitsandbytes.backends.cpu import ops
+    except ImportError:
+        return False
+    return getattr(ops, "gemm_4bit_forward_kernel", None) is not None
+
+
 @functools.cache
 def _bnb_int8_class():
     bnb = _bnb()
@@ -143,9 +233,12 @@ def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tenso
                  cfg: QuantConfig, device: torch.device) -> nn.Module:
     """A quantized Linear of `shape` (out, in) for `kernel`, from its stored tensors (see `quantize_weight`)."""
     out_f, in_f = shape
-    if kernel == "fbgemm":
-        rr = int8_dot_saturates() if cfg.reduce_range is None else cfg.reduce_range
-        return FbgemmInt8Linear(stored[""], stored[SCALE_SUFFIX], bias, rr)
+    if kernel in ("fbgemm", "onednn"):
+        rr = int8_dot_saturates(kernel) if cfg.reduce_range is None else cfg.reduce_range
+        return FbgemmInt8Linear(stored[""], stored[SCALE_SUFFIX], bias, rr, engine=kernel)
+    if kernel == "nf4-dense":
+        return Nf4DenseLinear(stored[""].to(device), stored[".absmax"].to(device), stored[".quant_map"].to(device),
+                              cfg.nf4_blocksize, shape, bias).eval()
     bnb = _bnb()
     if kernel == "bnb-int8":
         q, scale = stored[""].to(device), stored[SCALE_SUFFIX].to(device).float()
@@ -160,9 +253,11 @@ def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tenso
                                   compress_statistics=False)
         m.weight = bnb.nn.Params4bit.from_prequantized(stored[""].to(device), state, requires_grad=False,
                                                        device=device, module=m)
-        # bitsandbytes' packed CPU kernel needs out % 32 == 0 and whole blocks per row; other shapes dequantize.
+        # bitsandbytes' packed CPU kernel needs out % 32 == 0 and whole blocks per row, and its GEMM comes from the
+        # `kernels` hub package: without it the packed layout runs a GEMV loop, measured 10x slower (114 vs 11 ms
+        # for 512 x 1536 -> 8960 on an AMX CPU) than dequantizing with bitsandbytes' C kernel and a bf16 GEMM.
         m.support_avx512bf16_for_cpu = (m.support_avx512bf16_for_cpu and out_f % 32 == 0
-                                        and in_f % cfg.nf4_blocksize == 0)
+                                        and in_f % cfg.nf4_blocksize == 0 and _bnb_cpu_gemm_loaded())
         convert = getattr(bnb.functional, "_convert_weight_packed_for_cpu", None)
         if device.type == "cpu" and m.support_avx512bf16_for_cpu and convert is not None:
             # The repacking bitsandbytes' forward does at the first call, done here one layer at a time: the first
@@ -186,7 +281,7 @@ def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.
     rebuilt from their stored tensors.
     """
     device = torch.device(device)
-    kernel = cfg.kernel_for(device)
+    kernel = cfg.kernel_for(device, compute_dtype)
     listed = set(stored.manifest.modules) if stored is not None else None
     embeddings = stored.manifest.embeddings if stored is not None else cfg.embeddings
 
@@ -223,6 +318,7 @@ def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.
         _release_freed_memory()
         return built
 
+    transform.kernel = kernel  # what the scorer reports as its quantization kernel
     return transform
 
 

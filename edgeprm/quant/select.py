@@ -1,0 +1,113 @@
+"""Which kernel runs a quantization scheme on this CPU: the fastest one, measured here, not assumed.
+
+The fastest kernel differs between CPU kinds (measured, 2 threads, 512 x 1536 -> 8960; bench/QUANT.md has the tables):
+- int8 on an AMX / AVX512-VNNI Xeon: oneDNN 12.6 ms, fbgemm 23.3 ms; on an AVX2-only EPYC fbgemm (217 GOP/s) is the
+  one that does not fall back to a slow path;
+- int4 on a CPU with native bf16 (AVX512-BF16 / AMX): bitsandbytes' NF4 (C dequantize + bf16 GEMM) 11 ms, NF4
+  expanded to fp32 before an fp32 GEMM 59 ms; without native bf16 every bf16-based 4-bit path runs at ~0.2x fp32,
+  and the fp32 expansion is the fastest.
+
+`cpu_kernel(scheme, dtype)` times every CPU kernel of the scheme that can run here on one layer-sized GEMM
+(256 tokens x 1536 -> 4096, median of 3 after a warm-up, ~1 s in all), keeps the fastest, and remembers it in
+`$EDGEPRM_CACHE/kernel-choice.json` (default ~/.cache/edgeprm) per CPU kind, model, torch version, thread count and
+compute dtype, so a machine measures once. `EDGEPRM_KERNEL_PROBE=0` skips the measurement and takes the static
+preference of `preferred_cpu_kernel` (what the measurements above found for each CPU kind); `QuantConfig(kernel=...)`
+always wins over both.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from edgeprm.hardware import cpu_info
+from edgeprm.quant.config import QUANT_SCHEMES, QuantConfig
+
+PROBE_ENV = "EDGEPRM_KERNEL_PROBE"
+PROBE_SHAPE = (256, 1536, 4096)  # tokens, in, out: a layer-sized GEMM that takes milliseconds
+
+
+def cache_file() -> Path:
+    root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm"))
+    return root / "kernel-choice.json"
+
+
+def available(kernel: str) -> bool:
+    """Whether a kernel's library is installed here (bitsandbytes is optional)."""
+    if kernel.startswith("bnb-"):
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+def preferred_cpu_kernel(scheme: str, dtype: torch.dtype = torch.float32) -> str:
+    """The kernel the measurements found fastest for this kind of CPU (used when probing is off)."""
+    cpu = cpu_info()
+    if scheme == "int8":
+        return "onednn" if cpu.int8_dot in ("amx", "vnni") else "fbgemm"
+    if cpu.native_bf16 and available("bnb-nf4"):
+        return "bnb-nf4"
+    return "nf4-dense"
+
+
+def time_kernel(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE) -> float:
+    """Median seconds of one forward of `kernel` on a random layer of `shape` (tokens, in, out)."""
+    from edgeprm.quant.modules import build_linear
+    from edgeprm.quant.primitives import quantize_weight
+
+    tokens, k, n = shape
+    g = torch.Generator().manual_seed(0)
+    cfg = QuantConfig(scheme, kernel)
+    w = torch.randn(n, k, generator=g) / k**0.5
+    m = build_linear(kernel, quantize_weight(cfg.spec.storage, w, cfg.nf4_blocksize), None, (n, k), cfg,
+                     torch.device("cpu"))
+    x = torch.randn(tokens, k, generator=g).to(dtype)
+    with torch.inference_mode():
+        m(x)
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            m(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _key(scheme: str, dtype: torch.dtype) -> str:
+    cpu = cpu_info()
+    return f"{scheme}|{cpu.kind}|{cpu.model}|torch {torch.__version__}|{torch.get_num_threads()} threads|{dtype}"
+
+
+@functools.cache
+def cpu_kernel(scheme: str, dtype: torch.dtype | None = None) -> str:
+    """The fastest CPU kernel of `scheme` for compute `dtype` on this CPU (see the module docstring)."""
+    dtype = dtype or torch.float32
+    candidates = [k for k in QUANT_SCHEMES[scheme].cpu_kernels if available(k)]
+    if os.environ.get(PROBE_ENV, "1").strip() == "0" or len(candidates) == 1:
+        preferred = preferred_cpu_kernel(scheme, dtype)
+        return preferred if preferred in candidates else candidates[0]
+    path, key = cache_file(), _key(scheme, dtype)
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached.get(key), dict) and cached[key].get("kernel") in candidates:
+        return cached[key]["kernel"]
+    times = {k: time_kernel(scheme, k, dtype) for k in candidates}
+    best = min(times, key=times.get)
+    cached[key] = {"kernel": best, "ms": {k: round(v * 1e3, 2) for k, v in times.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(cached, indent=1))
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: measure again next time
+        pass
+    return best
