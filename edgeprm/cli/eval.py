@@ -34,7 +34,6 @@ def _task(args):
                   f"{', '.join(by_split)})", file=sys.stderr)
         return ProcessBenchTask(by_split, args.threshold, absent)
     from edgeprm.eval.bon import BonTask, read_bon_rows
-
     from edgeprm.rows import group_rows
 
     rows = read_bon_rows(args.input, args.label_key)
@@ -61,8 +60,8 @@ def run(args) -> int:
     if not variants:
         run_, _ = run_variant(task, reference, predictions, args.resume, progress)
         print(json.dumps(run_.to_dict(), indent=2) if args.json else
-              task.format(run_.report) + f"\n({run_.rows} rows; load {run_.load_seconds:.1f} s, score "
-                                         f"{run_.score_seconds:.1f} s)")
+              task.format(run_.report) + f"\n({run_.rows} rows scored, {run_.resumed} resumed; load "
+                                         f"{run_.load_seconds:.1f} s, score {run_.score_seconds:.1f} s)")
         return 0
     report = gate(task, reference, variants, args.max_drop, predictions, args.resume, progress)
     if args.json:

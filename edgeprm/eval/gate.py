@@ -23,13 +23,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgeprm.backends.onnx import BUNDLE_FILE  # what marks a bundle directory (onnxruntime is imported on load only)
 from edgeprm.config import DTYPES, ScorerConfig
 from edgeprm.eval.parity import ParityReport, compare
 from edgeprm.eval.scoring import score_rows, write_predictions
 from edgeprm.eval.tables import cell, table
 from edgeprm.quant.config import QUANT_SCHEMES
 
-BUNDLE_FILE = "edgeprm.json"  # what marks an ONNX bundle directory (edgeprm.backends.onnx.BUNDLE_FILE)
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32", **{d: d for d in DTYPES}}
 # Options that change what a scorer computes, named by `Variant.describe` (batching and threads never do).
 DESCRIBED = ("backend", "quantization", "dtype", "device", "family", "aggregation", "alpha", "max_length", "truncate",
@@ -108,7 +108,8 @@ class VariantRun:
     report: object  # ProcessBenchReport | BonReport
     load_seconds: float
     score_seconds: float
-    rows: int
+    rows: int  # rows scored in this run
+    resumed: int = 0  # rows taken from an earlier run's predictions
     parity: ParityReport | None = None
     agreement: tuple[tuple[str, float], ...] = ()
 
@@ -123,15 +124,17 @@ def run_variant(task, variant: Variant, predictions: Path | None = None, resume:
     scorer = variant.load()
     t1 = time.perf_counter()
     name = variant.describe()
+    counts: dict = {}
     results = score_rows(scorer, task.inputs, task.keys, name, predictions=predictions, resume=resume,
-                         progress=progress)
+                         progress=progress, counts=counts)
     t2 = time.perf_counter()
     report = task.evaluate(results, scorer, name)
     if predictions is not None:
         write_predictions(predictions, task.keys, name, results, task.extra(results))
     del scorer
     gc.collect()  # the next variant's weights load into the memory this one held
-    return VariantRun(variant.label, name, report, round(t1 - t0, 2), round(t2 - t1, 2), len(task.keys)), results
+    return VariantRun(variant.label, name, report, round(t1 - t0, 2), round(t2 - t1, 2), counts["scored"],
+                      counts["kept"]), results
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def gate(task, reference: Variant, variants: Sequence[Variant], max_drop: float 
         run, results = run_variant(task, v, predictions_path(predictions, v, False), resume, progress)
         parity = compare(task.parity_rows(ref_results), task.parity_rows(results), v.label)
         runs.append(VariantRun(run.label, run.scorer, run.report, run.load_seconds, run.score_seconds, run.rows,
-                               parity, tuple(task.agreement(ref_results, results))))
+                               run.resumed, parity, tuple(task.agreement(ref_results, results))))
     return GateReport(task.name, ref_run, tuple(runs), max_drop)
 
 
@@ -208,7 +211,9 @@ def format_gate(g: GateReport) -> str:
     for k, (name, _) in enumerate(g.variants[0].agreement if g.variants else ()):
         body.append([f"{name} (%)", "", *(cell(v.agreement[k][1], 2) for v in g.variants)])
     body.append(["load / score seconds", *(f"{r.load_seconds:.1f} / {r.score_seconds:.1f}" for r in runs)])
-    body.append(["rows per second", *(cell(r.rows / r.score_seconds if r.score_seconds else None, 1) for r in runs)])
+    body.append(["rows scored (resumed)", *(f"{r.rows} ({r.resumed})" for r in runs)])
+    body.append(["rows per second", *(cell(r.rows / r.score_seconds if r.rows and r.score_seconds else None, 1)
+                                      for r in runs)])
     lines = [f"fidelity gate ({g.task}): reference {g.reference.scorer}",
              *(f"  {v.label}: {v.scorer}" for v in g.variants), *table(head, body),
              "* gated" + (f": a variant fails when it loses more than {g.max_drop:g} points" if g.max_drop is not None

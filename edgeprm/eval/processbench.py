@@ -376,9 +376,15 @@ def format_report(r: ProcessBenchReport) -> str:
              "and F1 in %; (n) = rows)", *table(head, body)]
     if r.absent_splits:
         lines.append(f"absent splits (not in the data given): {', '.join(r.absent_splits)}")
+    cal = r.calibration[-1]
+    lines += ["", f"reliability of step rewards ({cal.n_steps} labelled steps of {cal.name}, {cal.n_wrong} wrong; "
+              "steps after a first error are unlabelled)",
+              *table(["reward bin", "steps", "mean reward", "fraction correct"],
+                     [[f"[{lo:.1f}, {hi:.1f}{']' if hi == 1 else ')'}", str(n), f"{conf:.3f}", f"{acc:.3f}"]
+                      for lo, hi, n, conf, acc in cal.bins])]
     lines += ["", "threshold sweep (tuned on this data: optimistic, not the headline figure)",
               *table(["split", "F1-optimal threshold", "F1 there", *[f"{g:g}" for g in SWEEP_GRID[1::2]]],
-                     [[s.split, f"{s.threshold:.4f} [{s.low:.4f}, {s.high:.4f}]", cell(s.f1),
+                     [[s.split, f"{s.threshold:.4g} [{s.low:.4g}, {s.high:.4g}]", cell(s.f1),
                        *[cell(v) for _, v in s.grid[1::2]]] for s in r.sweep])]
     return "\n".join(lines)
 

@@ -63,13 +63,14 @@ def _too_long_error(scorer, too_long: list[tuple[str, int]], total: int) -> Valu
 
 def score_rows(scorer, rows: Sequence[dict], keys: Sequence[str], scorer_name: str, *,
                predictions: Path | None = None, resume: bool = False, progress: bool = True,
-               chunk_rows: int = 64) -> list[dict]:
+               chunk_rows: int = 64, counts: dict | None = None) -> list[dict]:
     """The result fields (`RESULT_FIELDS`) of every row, in row order.
 
     rows: scorer inputs (`{"id"?, "problem", "steps"|"solution", "response"?}`); keys: their unique names. Every row
     is checked and encoded first (a bad row is a ValueError naming it; rows over the length limit are counted in
     one error that suggests --truncate), then scored shortest first in chunks of `chunk_rows`, each chunk appended
-    to `predictions` and flushed.
+    to `predictions` and flushed. `counts`, when given, receives {"kept": rows taken from `predictions`,
+    "scored": rows scored now}.
     """
     if len(rows) != len(keys) or len(set(keys)) != len(keys):
         raise ValueError("every row needs one unique key")
@@ -89,6 +90,8 @@ def score_rows(scorer, rows: Sequence[dict], keys: Sequence[str], scorer_name: s
                              "delete it")
         done = read_predictions(predictions, scorer_name, n_steps)
     todo = [i for i, k in enumerate(keys) if k not in done]
+    if counts is not None:
+        counts.update(kept=len(done), scored=len(todo))
     prepared, too_long = {}, []
     for i in todo:
         try:

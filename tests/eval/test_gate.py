@@ -82,8 +82,9 @@ def test_the_gate_table_shows_each_change():
     rows = [{"id": "a", "problem": "p", "step_rewards": [0.5], "score": 0.5}]
     ref = run("ref", [60.0, 50.0])
     v = run("int4", [57.0, 50.0])
-    v = VariantRun(v.label, v.scorer, v.report, 1.0, 4.0, 20, compare(rows, rows), (("first-error agreement", 95.0),))
+    v = VariantRun(v.label, v.scorer, v.report, 1.0, 4.0, 20, 0, compare(rows, rows),
+                   (("first-error agreement", 95.0),))
     text = format_gate(GateReport("processbench", ref, (v,), max_drop=1.0))
     assert "gsm8k F1 *" in text and "57.00 (-3.00)" in text and "50.00 (+0.00)" in text
-    assert "first-error agreement (%)" in text and "95.00" in text and "1.0 / 4.0" in text
+    assert "first-error agreement (%)" in text and "95.00" in text and "1.0 / 4.0" in text and "5.0" in text
     assert "FAIL int4: gsm8k F1 57.00 vs 60.00" in text

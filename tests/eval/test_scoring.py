@@ -48,9 +48,11 @@ def test_results_are_the_scorers_and_a_killed_run_resumes(scorers, tmp_path):
     # A kill after two chunks, mid-way through a line: only the missing rows are scored again.
     preds.write_text("\n".join(lines[:5]) + "\n" + lines[5][:17])
     counting = Counting(scorer)
-    again = score_rows(counting, rows, keys, "m", predictions=preds, resume=True, progress=False)
+    counts = {}
+    again = score_rows(counting, rows, keys, "m", predictions=preds, resume=True, progress=False, counts=counts)
     kept = [keys.index(json.loads(x)["key"]) for x in lines[:5]]  # written shortest first
-    assert counting.scored == 4 and [again[i] for i in kept] == [got[i] for i in kept]  # kept rows come back as is
+    assert counts == {"kept": 5, "scored": 4} and counting.scored == 4
+    assert [again[i] for i in kept] == [got[i] for i in kept]  # kept rows come back as written
     same(again, want)
     with pytest.raises(ValueError, match="p.jsonl already exists; pass --resume"):
         score_rows(scorer, rows, keys, "m", predictions=preds, progress=False)
