@@ -13,7 +13,9 @@ from edgeprm.trajectory import DEFAULT_SPLIT
 QUANTIZATION_CHOICES = tuple(dict.fromkeys([*(q for q in TORCH_QUANTIZATIONS if q), *BUNDLE_SCHEMES]))
 
 
-def add_scorer_options(p: argparse.ArgumentParser) -> None:
+def add_scorer_options(p: argparse.ArgumentParser, separator_flag: str = "--split") -> None:
+    """The flags; `separator_flag` names the step-separator flag where a command's `--split` means something else
+    (`edgeprm eval processbench --split` is a data set split)."""
     g = p.add_argument_group("model and scoring options")
     g.add_argument("--model", default=None, help="checkpoint directory or hub id, or with --backend onnx a bundle "
                                                  "(default: the bundled demo PRM)")
@@ -25,7 +27,8 @@ def add_scorer_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
     g.add_argument("--aggregation", choices=AGGREGATIONS, default=None, help="how 'score' combines the rewards")
     g.add_argument("--alpha", type=float, default=1.0, help="weight of the trajectory reward in 'reasonflux'")
-    g.add_argument("--split", default=DEFAULT_SPLIT, help="separator that splits a 'solution' into steps")
+    g.add_argument(separator_flag, dest="separator", default=DEFAULT_SPLIT,
+                   help="separator that splits a 'solution' into steps")
     g.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's)")
     g.add_argument("--truncate", action="store_true", help="score what fits; cut steps get null rewards")
     g.add_argument("--token-budget", type=int, default=8192, help="padded tokens per forward batch")
@@ -36,5 +39,5 @@ def scorer_config(args: argparse.Namespace) -> ScorerConfig:
     """The ScorerConfig of parsed `add_scorer_options` flags."""
     return ScorerConfig(quantization=args.quantization, backend=args.backend, device=args.device, family=args.family,
                         dtype=args.dtype, aggregation=args.aggregation, alpha=args.alpha, max_length=args.max_length,
-                        truncate=args.truncate, split=args.split, token_budget=args.token_budget,
+                        truncate=args.truncate, split=args.separator, token_budget=args.token_budget,
                         threads=args.threads)
