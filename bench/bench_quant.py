@@ -44,7 +44,8 @@ GSM8K = ROOT.parent / "shared" / "data" / "gsm8k_model_solutions.jsonl"
 # (label, quantization, dtype): the configs `kernels` and `fidelity` compare.
 PATHS = [("fp32", None, "float32"), ("bf16", None, "bfloat16"), ("int8 fbgemm", QuantConfig("int8", "fbgemm"), "auto"),
          ("int8 onednn", QuantConfig("int8", "onednn"), "auto"), ("int8 bnb", QuantConfig("int8", "bnb-int8"), "auto"),
-         ("int4 nf4-dense", QuantConfig("int4", "nf4-dense"), "auto"), ("int4 nf4", QuantConfig("int4", "bnb-nf4"), "auto")]
+         ("int4 nf4-dense", QuantConfig("int4", "nf4-dense"), "auto"),
+         ("int4 nf4", QuantConfig("int4", "bnb-nf4"), "auto")]
 # `kernels` also runs NF4 with the rest of the model (norms, attention math, residual stream) in bf16.
 KERNEL_PATHS = [*PATHS, ("int4 nf4, bf16", QuantConfig("int4", "bnb-nf4"), "bfloat16"),
                 ("int4 nf4-dense, bf16", QuantConfig("int4", "nf4-dense"), "bfloat16")]
