@@ -55,43 +55,10 @@ FIDELITY_PATHS = [*PATHS, ("int8 fbgemm, int8 emb", QuantConfig("int8", "fbgemm"
 
 
 def write_random_value_head(out: Path, layers: int, seed: int = 0) -> Path:
-    """A random value-head PRM of the 1.5B shape with `layers` layers: bf16 safetensors, reward_head.pt, tokenizer.
+    """A random value-head PRM of the 1.5B shape with `layers` layers (`edgeprm.perf.shapes`)."""
+    from edgeprm.perf.shapes import write_random_value_head as write
 
-    Tensors are drawn one at a time (as edgeprm.testing.checkpoints.random_backbone_state scales them) so that no
-    fp32 copy of the model is ever built.
-    """
-    from safetensors.torch import save_file
-    from transformers import AutoModel
-
-    from edgeprm.loading import build_backbone_config
-    from edgeprm.testing.checkpoints import build_tokenizer, tiny_qwen2_config
-
-    if (out / "config.json").is_file():
-        return out
-    tmp = out.with_name(out.name + ".tmp")
-    build_tokenizer(tmp, seed=seed)
-    config = tiny_qwen2_config(VOCAB, **{**QWEN_1P5B, "num_layers": layers}, torch_dtype="bfloat16")
-    with torch.device("meta"):
-        meta = AutoModel.from_config(build_backbone_config(config))
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, ref in meta.state_dict().items():
-        if name.endswith("norm.weight") or "layernorm" in name:
-            t = 1.0 + 0.1 * torch.randn(ref.shape, generator=g)
-        elif name.endswith("embed_tokens.weight"):
-            t = 0.5 * torch.randn(ref.shape, generator=g)
-        else:
-            t = torch.randn(ref.shape, generator=g) * (0.5 / ref.shape[-1] ** 0.5)
-        tensors[f"model.{name}"] = t.to(torch.bfloat16)
-        del t
-    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    del tensors
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    h = config["hidden_size"]
-    torch.save({"weight": torch.randn(1, h, generator=g) * (2.0 / h**0.5), "bias": torch.zeros(1)},
-               tmp / "reward_head.pt")
-    tmp.rename(out)
-    return out
+    return write(out, "qwen2.5-1.5b", layers, seed)
 
 
 def cmd_memory(args) -> None:
