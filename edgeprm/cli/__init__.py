@@ -1,6 +1,6 @@
 """The `edgeprm` command: one module per subcommand, imported only when that subcommand runs.
 
-    edgeprm demo | score | export | quantize | parity  [--help]
+    edgeprm demo | score | export | quantize | parity | serve  [--help]
 
 Each subcommand module has `add_arguments(parser)` and `run(args) -> exit code`. `main` reads the subcommand's
 name from the arguments and imports that one module, so `edgeprm score --backend onnx` imports no more than the
@@ -21,6 +21,7 @@ COMMANDS = {
     "export": ("edgeprm.cli.export", "export a PRM to a self-contained ONNX bundle (fp32, int8 or int4)"),
     "quantize": ("edgeprm.cli.quantize", "write an 8-bit or 4-bit checkpoint of a PRM"),
     "parity": ("edgeprm.cli.parity", "compare score files with a full-precision reference"),
+    "serve": ("edgeprm.cli.serve", "serve a PRM over HTTP with dynamic batching (scores, OpenRLHF rewards, metrics)"),
 }
 
 
