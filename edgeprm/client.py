@@ -14,6 +14,7 @@ full server queue (503) is retried after its Retry-After, a bounded number of ti
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 
@@ -68,7 +69,10 @@ class Client:
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.retries = retries
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        # TCP_NODELAY: without it each request on a new connection waited ~50 ms for a delayed ACK (measured on
+        # loopback against uvicorn; 1 ms with it)
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
         self._max_rows: int | None = None
 
     def close(self) -> None:

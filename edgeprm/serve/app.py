@@ -158,7 +158,8 @@ def create_app(scorer, limits: ServeLimits | None = None, api_key: str | None = 
                   description="Process-reward-model scoring with dynamic batching. A bad row answers 422 naming the "
                               "row and the field; a full queue answers 503 with Retry-After.")
     protected = [Depends(HTTPBearer(auto_error=False))] if api_key else []  # documents the scheme; Guard checks it
-    errors = {401: {"model": Message, "description": "missing or wrong API key (servers started with --api-key)"},
+    errors = {400: {"model": Message, "description": "the body could not be decoded (not UTF-8 JSON)"},
+              401: {"model": Message, "description": "missing or wrong API key (servers started with --api-key)"},
               413: {"model": Message, "description": "request body over the limit"},
               415: {"model": Message, "description": "the body is not JSON"},
               422: {"model": ValidationMessage, "description": "a bad row: loc names the row and the field"},
