@@ -21,13 +21,15 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 class Server:
     """One `python -m edgeprm.cli serve ...` subprocess; `url` once it answers /health."""
 
-    def __init__(self, *args: str, startup_s: float = 120.0):
+    def __init__(self, *args: str, startup_s: float = 120.0, prelude: str | None = None):
         # One torch thread: the server shares the two cores with the test's clients, and an OpenMP team of two
         # spin-waits for a thread that is not scheduled (a tiny forward took ~48 ms instead of ~1.5 ms that way).
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
         env.pop("EDGEPRM_API_KEY", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgeprm.cli", "serve", "--port", "0",
-                                      "--log-level", "warning", *args],
+        argv = ["serve", "--port", "0", "--log-level", "warning", *args]
+        script = f"{prelude}\nimport sys\nfrom edgeprm.cli import main\nsys.exit(main({argv!r}))"
+        command = [sys.executable, "-m", "edgeprm.cli", *argv] if prelude is None else [sys.executable, "-c", script]
+        self.proc = subprocess.Popen(command,
                                      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
         self._port = threading.Event()

@@ -8,7 +8,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import API_KEY, AUTH
+from ..helpers import BLOCK_TORCH
+from .conftest import API_KEY, AUTH, Server
 from .rows import assert_scored_like, random_rows
 
 CHATML = "<|im_start|>system\nYou are a careful solver.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n" \
@@ -174,3 +175,21 @@ def test_openapi_schema_says_what_the_server_takes(client):
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     health = client.get("/health").json()
     assert health["limits"]["max_rows_per_request"] == 64 and health["max_length"] == 1024
+
+
+def test_the_onnx_backend_serves_without_torch(bundle):
+    """`edgeprm serve --backend onnx` in a process where importing torch or transformers fails."""
+    import edgeprm
+
+    path = bundle("step-classifier")
+    direct = edgeprm.load(path, backend="onnx")
+    server = Server("--backend", "onnx", "--model", str(path), prelude=BLOCK_TORCH)
+    try:
+        rows = random_rows(6)
+        r = httpx.post(f"{server.url}/v1/score", json={"rows": rows}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"{server.url}/health").json()["backend"] == "onnx"
+        for g, s, w in zip(r.json()["rows"], rows, direct.score_batch(rows)):
+            assert_scored_like(g, s, w)
+    finally:
+        assert server.stop() == 0
