@@ -168,6 +168,11 @@ def defined_names(module: str) -> set[str]:
     return names
 
 
+# Imported only by the benchmark peers (edgeprm/perf/gguf.py, the `peers` extra): llama-cpp-python compiles llama.cpp
+# at install time (minutes), which no test needs.
+BENCH_ONLY = ("llama_cpp", "gguf")
+
+
 def test_what_the_code_imports_is_installed_by_the_readme_commands():
     """Every third-party module the package and the tests import comes with `pip install -e ".[test]"` (a package
     installed by hand hides a missing install step: the tests once needed matplotlib that the extra lacked)."""
@@ -202,7 +207,7 @@ def test_what_the_code_imports_is_installed_by_the_readme_commands():
                      [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
             for name in names:
                 top = name.partition(".")[0]
-                if top in sys.stdlib_module_names or top in ("edgeprm", "tests") or top not in dists:
+                if top in sys.stdlib_module_names or top in ("edgeprm", "tests", *BENCH_ONLY) or top not in dists:
                     continue
                 if not {norm(d) for d in dists[top]} & wanted:
                     missing.add((str(p.relative_to(ROOT)), top, tuple(dists[top])))

@@ -131,7 +131,8 @@ def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
     dev = resolve_device(config.device)
     torch_dtype = resolve_dtype(config.dtype, dev)
     # A quantized checkpoint (its manifest) or a scheme: the Linear layers are rebuilt/quantized as they load.
-    quantization, transform = plan_backbone(model_dir, weights, config.quantization, dev, torch_dtype)
+    quantization, transform, backbone_weights = plan_backbone(model_dir, weights, config.quantization, dev,
+                                                              torch_dtype)
     tokenizer = PRMTokenizer.from_dir(model_dir)
     hidden = hf_config.get("hidden_size")
     if not isinstance(hidden, int):
@@ -139,7 +140,7 @@ def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
     options = fam.options(hf_config, overrides)
     head = fam.load_head(model_dir, hf_config, weights, tokenizer, options, hidden)
     encoder = Encoder(fam, tokenizer, fam.max_length(hf_config, config.max_length), config.split, options)
-    backbone = load_backbone(model_dir, hf_config, weights, torch_dtype, dev, transform=transform)
+    backbone = load_backbone(model_dir, hf_config, backbone_weights, torch_dtype, dev, transform=transform)
     resolved = config.replace(family=str(fam), aggregation=config.aggregation or fam.default_aggregation,
                               max_length=encoder.max_length)
     scorer = Scorer(backbone, head, encoder, resolved, dev, model_dir, quantization, tokenizer.pad_token_id)

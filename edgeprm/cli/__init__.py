@@ -1,6 +1,6 @@
 """The `edgeprm` command: one module per subcommand, imported only when that subcommand runs.
 
-    edgeprm demo | score | export | quantize | parity | eval | serve  [--help]
+    edgeprm demo | score | export | quantize | parity | eval | bench | serve  [--help]
 
 Each subcommand module has `add_arguments(parser)` and `run(args) -> exit code`. `main` reads the subcommand's
 name from the arguments and imports that one module, so `edgeprm score --backend onnx` imports no more than the
@@ -22,6 +22,7 @@ COMMANDS = {
     "quantize": ("edgeprm.cli.quantize", "write an 8-bit or 4-bit checkpoint of a PRM"),
     "parity": ("edgeprm.cli.parity", "compare score files with a full-precision reference"),
     "eval": ("edgeprm.cli.eval", "ProcessBench and Best-of-N figures, and a fidelity gate for small variants"),
+    "bench": ("edgeprm.cli.bench", "measure every backend and quantization this machine has on a model"),
     "serve": ("edgeprm.cli.serve", "serve a PRM over HTTP with dynamic batching (scores, OpenRLHF rewards, metrics)"),
 }
 

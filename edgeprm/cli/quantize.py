@@ -12,7 +12,8 @@ from edgeprm.quant.config import EMBEDDINGS, QUANT_SCHEMES, QuantConfig
 def run(args) -> int:
     from edgeprm.quant.checkpoint import read_manifest, save_quantized
 
-    cfg = QuantConfig(args.quantization, keep=tuple(args.keep), embeddings=args.embeddings)
+    cfg = QuantConfig(args.quantization, keep=tuple(args.keep), embeddings=args.embeddings,
+                      smooth=not args.no_smooth, calibration=args.calibration)
     out = save_quantized(args.model, args.out_dir, cfg, family=args.family, overwrite=args.overwrite)
     m = read_manifest(out)
     size = (out / "model.safetensors").stat().st_size
@@ -34,5 +35,10 @@ def add_arguments(p) -> None:
                         "repeatable")
     p.add_argument("--embeddings", choices=EMBEDDINGS, default="keep",
                    help="keep the embedding table as stored (default) or store it as int8 rows")
+    p.add_argument("--calibration", metavar="FILE.jsonl", default=None,
+                   help="trajectories to calibrate the channel smoothing on (rows in the `score` schema; default: a "
+                        "built-in set of synthetic problems); recorded in the manifest")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="plain rounding: no calibrated channel smoothing (int8 then breaks on activation outliers)")
     p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")

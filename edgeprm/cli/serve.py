@@ -68,7 +68,7 @@ def run(args) -> int:
                          empty_reward=args.empty_reward)
     template = QueryTemplate(problem_pattern=args.problem_pattern or None, response_marker=args.response_marker or None,
                              strip_tokens=tuple(args.strip_token) if args.strip_token else END_TOKENS,
-                             split=args.split, think=args.think)
+                             split=args.separator, think=args.think)
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     sock = bind(args.host, args.port)  # before loading: a taken port fails at once
     from edgeprm.serve.app import create_app

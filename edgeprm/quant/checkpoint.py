@@ -47,6 +47,7 @@ class QuantManifest:
     bytes: int = 0
     source: str = ""
     versions: dict = field(default_factory=dict)
+    calibration: dict | None = None  # the smoothing folded into the stored weights (edgeprm.quant.calibrate)
     format_version: int = QUANT_FORMAT_VERSION
 
     def __post_init__(self):
@@ -138,18 +139,22 @@ class StoredCheckpoint:
 
 
 def plan_backbone(model_dir: Path, weights, quantization, device: torch.device, compute_dtype: torch.dtype):
-    """What `edgeprm.load` needs: (scheme name or None, `load_backbone` transform or None).
+    """What `edgeprm.load` needs: (scheme name or None, `load_backbone` transform or None, the weights to read).
 
     A quantized checkpoint (with its manifest) is rebuilt from its stored tensors; `quantization` must then be None
     or the same scheme (a QuantConfig may pick its kernel). Otherwise the scheme quantizes full-precision weights as
-    they load.
+    they load, after calibrated smoothing (`QuantConfig.smooth`): the weights to read are then the smoothed view.
     """
     cfg = as_quant_config(quantization)
     manifest = read_manifest(model_dir)
     if manifest is None:
         if cfg is None:
-            return None, None
-        return cfg.scheme, make_transform(cfg, device, compute_dtype)
+            return None, None, weights
+        if cfg.smooth:
+            from edgeprm.quant.calibrate import SmoothedCheckpoint, cached_calibration
+
+            weights = SmoothedCheckpoint(weights, cached_calibration(model_dir, cfg.scheme, cfg.calibration))
+        return cfg.scheme, make_transform(cfg, device, compute_dtype), weights
     stored = manifest.quantization
     if cfg is None:
         cfg = QuantConfig(stored, keep=manifest.keep, embeddings=manifest.embeddings)
@@ -159,7 +164,7 @@ def plan_backbone(model_dir: Path, weights, quantization, device: torch.device, 
                          f"--quantization {cfg.scheme}")
     cfg = replace(cfg, nf4_blocksize=manifest.nf4_blocksize or 64)  # what the stored blocks are
     return cfg.scheme, make_transform(cfg, device, compute_dtype,
-                                      StoredCheckpoint(manifest, weights, weights.backbone_prefix))
+                                      StoredCheckpoint(manifest, weights, weights.backbone_prefix)), weights
 
 
 def package_versions() -> dict[str, str | None]:
@@ -211,6 +216,12 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
         raise ValueError(f"{src} is already a quantized checkpoint ({held.quantization}); quantize the full-"
                          "precision checkpoint instead")
     config, weights = read_config(src), SafetensorsCheckpoint(src)
+    calibration = None
+    if cfg.smooth and weights:
+        from edgeprm.quant.calibrate import SmoothedCheckpoint, cached_calibration
+
+        smoothing = cached_calibration(src, cfg.scheme, cfg.calibration)
+        weights, calibration = SmoothedCheckpoint(weights, smoothing), smoothing.to_record()
     if not weights:
         raise FileNotFoundError(f"{src} has no *.safetensors weights to quantize")
     fam = get_family(family) if family is not None else detect_family(src, config, weights)
@@ -260,7 +271,7 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
             keep=cfg.keep, embeddings=cfg.embeddings,
             nf4_blocksize=cfg.nf4_blocksize if cfg.spec.storage == "nf4" else None,
             bytes=sum(v.numel() * v.element_size() for v in tensors.values()), source=str(src),
-            versions=package_versions()).write(tmp)
+            versions=package_versions(), calibration=calibration).write(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -67,6 +67,9 @@ class QuantConfig:
     nf4_blocksize: weights per NF4 absmax block.
     reduce_range: fbgemm 7-bit activations; None = only where the CPU's int8 dot product saturates.
     embeddings: "keep" (the checkpoint's dtype) or "int8" (rowwise int8 table).
+    smooth: calibrated channel migration before quantizing (`edgeprm.quant.calibrate`): the outlier fix for int8,
+        activation-aware scales for int4. Folded into the weights, so it costs nothing at run time.
+    calibration: JSONL rows (the `score` schema) to calibrate on; None = a built-in set of synthetic problems.
     """
 
     scheme: str
@@ -76,6 +79,8 @@ class QuantConfig:
     nf4_blocksize: int = 64
     reduce_range: bool | None = None
     embeddings: str = "keep"
+    smooth: bool = True
+    calibration: str | None = None
 
     def __post_init__(self):
         if self.scheme not in QUANT_SCHEMES:

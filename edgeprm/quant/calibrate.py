@@ -1,0 +1,293 @@
+"""Calibrated channel migration: the outlier fix for int8 (SmoothQuant-style) and the calibration of int4 (AWQ-style).
+
+A few hidden channels of real Qwen2.5 / Llama checkpoints carry activations 20-100x the rest at the projection
+inputs. int8 with per-token activation scales then spends its range on them and flattens the others; 4-bit weights
+lose the small columns those channels meet. Both are fixed by the same function-preserving transform: per input
+channel j of a projection group, divide the activation by s_j and multiply the weight column by s_j, with the
+division folded into what produces the activation (the RMSNorm weight before q/k/v and gate/up; the rows of up_proj
+before down_proj), so it costs nothing at run time and serves every backend (the ONNX export too):
+
+    s_j = a_j ** alpha / w_j ** (1 - alpha)
+
+with w_j the largest |weight| of column j over the group. int8 uses a_j = max |x_j| (SmoothQuant); int4 uses a_j =
+mean |x_j| (AWQ). alpha is searched per group and layer on the calibration data, over ALPHAS, for the smallest
+output error of the group quantized as the scheme will run it (int8: per-token activations x rowwise weights; int4:
+NF4 blocks, fp activations); alpha 0 with s = 1 is a candidate, so a group never gets worse than plain rounding.
+
+The statistics come from running calibration trajectories (rows in the `score` schema; a built-in set of synthetic
+problems when none are given) through the model one decoder layer at a time, each layer's weights read from disk
+only while it runs: peak memory is one full-precision layer plus the calibration activations, never the model.
+
+Written here rather than taken from a library, measured: torchao's GPTQ/AWQ prototypes need the `mslk` kernels for
+int4 (`pip` has only an empty 0.0.0 of it) and produce torchao's own tensor layouts; llm-compressor downgrades
+transformers (5.24 -> 5.17); GPTQModel pulls a CUDA build of torch 2.14.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+ALPHAS = (0.0, 0.25, 0.5, 0.65, 0.8)
+SAMPLE_TOKENS = 512  # activation rows kept per group for the alpha search
+DEFAULT_ROWS = 16  # built-in calibration set: synthetic problems of the demo generator
+# projection group: (the module whose input is observed, the tensors it feeds, what produces the activation)
+GROUPS = {
+    "attn": ("self_attn.q_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "input_layernorm"),
+    "mlp": ("mlp.gate_proj", ("mlp.gate_proj", "mlp.up_proj"), "post_attention_layernorm"),
+    "down": ("mlp.down_proj", ("mlp.down_proj",), "mlp.up_proj"),
+}
+
+
+def builtin_rows(n: int = DEFAULT_ROWS) -> list[dict]:
+    """The default calibration set: `n` synthetic arithmetic trajectories (seeded; never the held-out seeds)."""
+    from edgeprm.demo.synthetic import generate
+
+    return [{"problem": r["problem"], "steps": r["steps"]} for r in generate(max(1, n // 4), seed=77_777)][:n]
+
+
+def read_rows(path: str | Path | None, n: int = DEFAULT_ROWS) -> tuple[list[dict], dict]:
+    """Calibration rows and their record for a manifest (source, count, sha256 of the file)."""
+    if path is None:
+        rows = builtin_rows(n)
+        return rows, {"source": "built-in synthetic problems", "rows": len(rows)}
+    from edgeprm.rows import read_jsonl
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise ValueError(f"{path}: no calibration rows (rows in the `score` schema: problem + steps or solution)")
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return rows, {"source": str(path), "rows": len(rows), "sha256": digest}
+
+
+@dataclass(frozen=True)
+class Smoothing:
+    """Per-layer channel factors and how they fold into the checkpoint's tensors (names without the 'model.' prefix).
+
+    factors: {"layers.{i}.attn" | ".mlp" | ".down": s}, fp32 vectors over the group's input channels.
+    """
+
+    factors: dict[str, torch.Tensor]
+    alphas: dict[str, float]
+    scheme: str
+    record: dict = field(default_factory=dict)
+
+    def apply(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        """The tensor `name` of the smoothed model (unchanged for tensors the factors do not touch)."""
+        parts = name.split(".")
+        if len(parts) < 4 or parts[0] != "layers":
+            return t
+        layer, rest = f"layers.{parts[1]}", ".".join(parts[2:-1])
+        out = t
+        for group, (_, consumers, producer) in GROUPS.items():
+            s = self.factors.get(f"{layer}.{group}")
+            if s is None:
+                continue
+            if rest in consumers and parts[-1] == "weight":
+                out = out.float() * s[None, :]
+            if rest == producer and parts[-1] == "weight":
+                out = out.float() / (s if out.dim() == 1 else s[:, None])
+        return out.to(t.dtype) if out is not t else t
+
+    def to_record(self) -> dict:
+        alphas = list(self.alphas.values())
+        return {**self.record, "method": "smoothquant (max |x|)" if self.scheme == "int8" else "awq (mean |x|)",
+                "alpha_grid": list(ALPHAS), "alpha_mean": round(sum(alphas) / max(len(alphas), 1), 3),
+                "groups_scaled": sum(a > 0 for a in alphas), "groups": len(alphas)}
+
+
+class SmoothedCheckpoint:
+    """A view of a `SafetensorsCheckpoint` whose tensors come out smoothed (what loading and quantizing read)."""
+
+    def __init__(self, weights, smoothing: Smoothing):
+        self._w, self.smoothing = weights, smoothing
+        self.model_dir, self.key_to_file = weights.model_dir, weights.key_to_file
+
+    def __contains__(self, key):
+        return key in self._w
+
+    def __bool__(self):
+        return bool(self._w)
+
+    def keys(self):
+        return self._w.keys()
+
+    def files(self):
+        return self._w.files()
+
+    @property
+    def backbone_prefix(self) -> str:
+        return self._w.backbone_prefix
+
+    def get(self, key: str, rows=None):
+        p = self.backbone_prefix
+        t = self._w.get(key)
+        if key.startswith(p):
+            t = self.smoothing.apply(key[len(p):], t)
+        return t if rows is None else torch.stack([t[r] for r in rows])
+
+
+# -- fake quantization: what the scheme's kernels compute -----------------------------------------------------------
+def _fake_int8(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    xs = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127
+    ws = w.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127
+    return (torch.round(x / xs) * xs) @ (torch.round(w / ws) * ws).T
+
+
+def _fake_nf4(x: torch.Tensor, w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    from edgeprm.quant.primitives import dequantize_nf4, quantize_nf4
+
+    packed, state = quantize_nf4(w, blocksize)
+    return x @ dequantize_nf4(packed, state).float().T
+
+
+def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str) -> tuple[torch.Tensor, float]:
+    """(s, alpha) minimising the group's quantized output error on activation rows x [N, K]."""
+    w = torch.cat(weights).float()
+    ref = x @ w.T
+    a = x.abs().amax(0) if scheme == "int8" else x.abs().mean(0)
+    wmax = w.abs().amax(0).clamp_min(1e-8)
+    fake = _fake_int8 if scheme == "int8" else _fake_nf4
+    best = (None, float("inf"), 0.0)
+    for alpha in ALPHAS:
+        s = torch.ones_like(a) if alpha == 0 else (a.clamp_min(1e-8) ** alpha / wmax ** (1 - alpha))
+        s = (s / s[s > 0].median()).clamp(1e-4, 1e4)  # the overall scale is free: keep factors around 1
+        err = (fake(x / s, w * s[None, :]) - ref).pow(2).mean().item()
+        if err < best[1]:
+            best = (s, err, alpha)
+    return best[0], best[2]
+
+
+# -- the layer-by-layer stream -------------------------------------------------------------------------------------
+def _recorder(store: list):
+    """A forward pre-hook that keeps the module's input rows [tokens, features]."""
+
+    def hook(module, args):
+        store.append(args[0].reshape(-1, args[0].shape[-1]).detach())
+
+    return hook
+
+
+class _Caught(Exception):
+    pass
+
+
+class _Catcher(torch.nn.Module):
+    def forward(self, hidden, **kwargs):
+        raise _Caught(hidden, kwargs)
+
+
+def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict | None = None,
+              max_tokens: int = 512, progress: bool = True) -> Smoothing:
+    """Channel factors for `scheme` ("int8" | "int4") of the checkpoint at `model_dir` from calibration `rows`."""
+    from transformers import AutoModel
+
+    from edgeprm.loading import SafetensorsCheckpoint, build_backbone_config, read_config
+
+    t0 = time.perf_counter()
+    model_dir = Path(model_dir)
+    config, weights = read_config(model_dir), SafetensorsCheckpoint(model_dir)
+    p = weights.backbone_prefix
+    # Encoding only (the family's recipe): the tokenizer and positions of a scorer, without its backbone weights.
+    encoder = _encoder(model_dir)
+    seqs = []
+    for i, row in enumerate(rows):
+        try:
+            ids = list(encoder.encode(_trajectory(row, encoder.split), truncate=True).ids)[:max_tokens]
+        except ValueError as e:
+            raise ValueError(f"calibration row {i}: {e}") from None
+        seqs.append(ids)
+    cfg = build_backbone_config(config)
+    cfg._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        meta = AutoModel.from_config(cfg)
+    meta.rotary_emb = type(meta.rotary_emb)(config=cfg)
+    layers, meta.layers = meta.layers, torch.nn.ModuleList([_Catcher()])
+    embed = weights.get(p + "embed_tokens.weight")
+    states, kwargs_of = [], []
+    for ids in seqs:
+        try:
+            meta(inputs_embeds=embed[torch.tensor([ids])].float(), use_cache=False)
+        except _Caught as c:
+            states.append(c.args[0])
+            kwargs_of.append(c.args[1])
+    del embed
+    factors, alphas = {}, {}
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(len(layers)), desc="calibrating", unit="layer", disable=not progress):
+        layer = type(layers[i])(cfg, i)
+        prefix = f"{p}layers.{i}."
+        layer.load_state_dict({k[len(prefix):]: weights.get(k).float() for k in weights.keys()
+                               if k.startswith(prefix)})
+        layer.eval()
+        seen: dict[str, list[torch.Tensor]] = {g: [] for g in GROUPS}
+        hooks = [layer.get_submodule(obs).register_forward_pre_hook(_recorder(seen[g]))
+                 for g, (obs, _, _) in GROUPS.items()]
+        with torch.inference_mode():
+            states = [layer(h, **kw) for h, kw in zip(states, kwargs_of)]
+            states = [s[0] if isinstance(s, tuple) else s for s in states]
+        for h in hooks:
+            h.remove()
+        for g, (_, consumers, _) in GROUPS.items():
+            x = torch.cat(seen[g])
+            if x.shape[0] > SAMPLE_TOKENS:
+                x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(i))[:SAMPLE_TOKENS]]
+            s, alpha = search(x.float(), [layer.get_submodule(c).weight.detach() for c in consumers], scheme)
+            factors[f"layers.{i}.{g}"], alphas[f"layers.{i}.{g}"] = s, alpha
+        del layer
+    rec = {**(record or {}), "tokens": sum(len(s) for s in seqs), "seconds": round(time.perf_counter() - t0, 1)}
+    return Smoothing(factors, alphas, scheme, rec)
+
+
+def _encoder(model_dir):
+    from edgeprm.encoding import Encoder
+    from edgeprm.families import detect_family
+    from edgeprm.loading import SafetensorsCheckpoint, read_config
+    from edgeprm.tokenizer import PRMTokenizer
+
+    config = read_config(model_dir)
+    fam = detect_family(model_dir, config, SafetensorsCheckpoint(model_dir))
+    return Encoder(fam, PRMTokenizer.from_dir(model_dir), fam.max_length(config), options=fam.options(config, {}))
+
+
+def _trajectory(row, split):
+    from edgeprm.trajectory import as_trajectory
+
+    return as_trajectory(row, split)
+
+
+def cached_calibration(model_dir: str | Path, scheme: str, calibration: str | None = None) -> Smoothing:
+    """`calibrate` once per checkpoint, scheme and calibration file; later loads read the factors back from
+    `$EDGEPRM_CACHE/calibration/` (they are a few vectors per layer)."""
+    import os
+
+    rows, record = read_rows(calibration)
+    model_dir = Path(model_dir)
+    key = hashlib.sha256(json.dumps([str(model_dir.resolve()), scheme, record, list(ALPHAS), _fingerprint(model_dir)],
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm")) / "calibration"
+    path = root / f"{key}.pt"
+    if path.is_file():
+        d = torch.load(path, weights_only=True)
+        return Smoothing(d["factors"], d["alphas"], d["scheme"], json.loads(d["record"]))
+    smoothing = calibrate(model_dir, rows, scheme, record)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"factors": smoothing.factors, "alphas": smoothing.alphas, "scheme": smoothing.scheme,
+                    "record": json.dumps(smoothing.record)}, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return smoothing
+
+
+def _fingerprint(model_dir: Path) -> list:
+    """Sizes and modification times of the checkpoint's weight files: a changed checkpoint is calibrated again."""
+    return sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in model_dir.glob("*.safetensors"))
