@@ -140,16 +140,15 @@ def cmd_kernels(args) -> None:
 
 def cmd_fidelity(args) -> None:
     from edgeprm.datasets import gsm8k_rows
-    from edgeprm.eval.parity import QUANT_BARS as BARS
-    from edgeprm.eval.parity import compare, format_table
-    from edgeprm.rows import write_jsonl
+    from edgeprm.eval.fidelity import Variant, format_rows, measure, verdicts
+    from edgeprm.testing.outliers import add_activation_outliers
 
     model = Path(args.model) if args.model else Path(edgeprm.__file__).parent / "assets" / "demo-prm"
     if not (model / "config.json").is_file():
         sys.exit(f"no trained PRM at {model}; pass --model DIR (the bars need a trained model)")
-    if args.data == "gsm8k" and not GSM8K.is_file():
-        sys.exit(f"{GSM8K} is missing")
     if args.data == "gsm8k":
+        if not GSM8K.is_file():
+            sys.exit(f"{GSM8K} is missing")
         rows = [r for r in gsm8k_rows(GSM8K) if args.problems is None or int(r["group"]) < args.problems]
     else:
         from edgeprm.demo.evaluate import HELDOUT_SEED
@@ -158,29 +157,23 @@ def cmd_fidelity(args) -> None:
         rows = [{**r, "group": r["problem_id"]} for r in generate(args.problems or 500, seed=HELDOUT_SEED)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for label, q, dtype in FIDELITY_PATHS:
-        t = time.perf_counter()
-        # truncate: a small model's position limit may cut long solutions; every path cuts the same steps.
-        s = edgeprm.load(model, quantization=q, device="cpu", dtype=dtype, truncate=True)
-        results = s.score_batch(rows)
-        dt = time.perf_counter() - t
-        scored = [{**r, "step_rewards": x.step_rewards, "trajectory_reward": x.trajectory_reward, "score": x.score}
-                  for r, x in zip(rows, results)]
-        files[label] = out / f"{args.data}.{label.replace(' ', '-').replace(',', '')}.jsonl"
-        write_jsonl(scored, files[label])
-        print(f"{label}: {len(rows)} rows in {dt:.0f} s", file=sys.stderr, flush=True)
-    ref = [json.loads(x) for x in files["fp32"].open()]
-    reports = [compare(ref, [json.loads(x) for x in files[k].open()], str(files[k])) for k in files if k != "fp32"]
-    cut = sum(None in r["step_rewards"] for r in ref)
-    print(f"model: {model}\ndata: {args.data}, {len(rows)} rows ({len({r['group'] for r in rows})} problems x 4 "
-          f"solutions; {cut} truncated at the model's position limit)\n")
-    print(format_table(reports, str(files["fp32"])))
+    if args.stress:
+        model = add_activation_outliers(model, out / f"{model.name}.stress{args.stress:g}", factor=args.stress)
+    variants = [Variant("bf16", dtype="bfloat16"),
+                Variant("int8 plain", quantization=QuantConfig("int8", smooth=False)),
+                Variant("int8 (default)", quantization=QuantConfig("int8")),
+                Variant("int4 NF4 plain", quantization=QuantConfig("int4", "bnb-nf4", smooth=False)),
+                Variant("int4 calibrated", quantization=QuantConfig("int4")),
+                Variant("onnx int8 plain", backend="onnx", quantization="int8", export={"smooth": False}),
+                Variant("onnx int8", backend="onnx", quantization="int8"),
+                Variant("onnx int4", backend="onnx", quantization="int4")]
+    reports = measure(model, rows, variants, out, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"model: {model}\ndata: {args.data}, {len(rows)} rows ({len({r['group'] for r in rows})} problems); "
+          f"decisive = fp32's two best candidates differ by more than 0.01\n")
+    print(format_rows(reports))
     print()
-    for (label, q, _), r in zip(FIDELITY_PATHS[1:], reports):
-        bar = BARS.get(q.scheme) if q is not None else None
-        verdict = "no bar" if bar is None else ("meets " if not bar.failures(r) else "FAILS ") + repr(bar)
-        print(f"{label}: {verdict} {'; '.join(bar.failures(r)) if bar else ''}")
+    for label, failures in verdicts(reports, variants).items():
+        print(f"{label}: {'meets its bar' if not failures else 'misses: ' + '; '.join(failures)}")
 
 
 def main() -> None:
@@ -202,6 +195,8 @@ def main() -> None:
     f.add_argument("--data", choices=("gsm8k", "heldout"), default="gsm8k")
     f.add_argument("--problems", type=int, default=None,
                    help="first N problems only (default: GSM8K all 1,319; held-out 500)")
+    f.add_argument("--stress", type=float, default=0, metavar="K",
+                   help="the outlier stress model of the PRM: 4 channels per projection input K times larger")
     f.add_argument("--out", default=os.path.join(default_dir, "fidelity"))
     args = ap.parse_args()
     {"memory": cmd_memory, "kernels": cmd_kernels, "fidelity": cmd_fidelity}[args.cmd](args)

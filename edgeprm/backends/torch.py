@@ -116,12 +116,13 @@ class Scorer(ScorerBase):
         return group_results(group, [steps[a:b] for a, b in zip(offsets, offsets[1:])], traj, scores)
 
 
-def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
+def load(model: str | os.PathLike | None, config: ScorerConfig, smoothing=None) -> Scorer:
     """Load a checkpoint (local directory or hub id; None = the bundled demo PRM) for the torch backend.
 
     The family is detected from the files unless `config.family` names one; a quantized checkpoint (written by
     `edgeprm quantize`) is rebuilt from its stored tensors, and `config.quantization` quantizes a full-precision one
-    while it loads.
+    while it loads. `smoothing` (an `edgeprm.quant.calibrate.Smoothing`, for the ONNX exporter) loads the smoothed
+    full-precision model.
     """
     model_dir = default_model_dir() if model is None else resolve_model_dir(model, config.revision)
     hf_config = read_config(model_dir)
@@ -140,6 +141,10 @@ def load(model: str | os.PathLike | None, config: ScorerConfig) -> Scorer:
     options = fam.options(hf_config, overrides)
     head = fam.load_head(model_dir, hf_config, weights, tokenizer, options, hidden)
     encoder = Encoder(fam, tokenizer, fam.max_length(hf_config, config.max_length), config.split, options)
+    if smoothing is not None:
+        from edgeprm.quant.calibrate import SmoothedCheckpoint
+
+        backbone_weights = SmoothedCheckpoint(backbone_weights, smoothing)
     backbone = load_backbone(model_dir, hf_config, backbone_weights, torch_dtype, dev, transform=transform)
     resolved = config.replace(family=str(fam), aggregation=config.aggregation or fam.default_aggregation,
                               max_length=encoder.max_length)

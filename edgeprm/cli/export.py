@@ -11,7 +11,8 @@ from edgeprm.families import FAMILIES
 def run(args) -> int:
     from edgeprm.export.onnx import ExportConfig, bundle_size, export
 
-    config = ExportConfig(args.quantization, args.block_size, args.accuracy_level)
+    config = ExportConfig(args.quantization, args.block_size, args.accuracy_level, smooth=not args.no_smooth,
+                          calibration=args.calibration)
     options = {k: v for k, v in (("family", args.family), ("max_length", args.max_length)) if v is not None}
     out = export(args.model, args.out_dir, config, **options)
     mb = bundle_size(out) / 2**20
@@ -34,5 +35,9 @@ def add_arguments(p) -> None:
     p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS, default=DEFAULT_ACCURACY_LEVEL,
                    help="int4 compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest, least "
                         "faithful)")
+    p.add_argument("--calibration", metavar="FILE.jsonl", default=None,
+                   help="int8/int4 from a checkpoint: trajectories to calibrate the channel smoothing on (default: a "
+                        "built-in set); quantizing an fp32 bundle cannot smooth")
+    p.add_argument("--no-smooth", action="store_true", help="plain rounding, no calibrated channel smoothing")
     p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
     p.add_argument("--max-length", type=int, default=None, help="token limit recorded in the bundle")

@@ -68,6 +68,8 @@ class ExportConfig:
     block_size: int = DEFAULT_BLOCK_SIZE
     accuracy_level: int = DEFAULT_ACCURACY_LEVEL
     symmetric: bool = True
+    smooth: bool = True  # calibrated channel smoothing before int8/int4 (edgeprm.quant.calibrate); needs a checkpoint
+    calibration: str | None = None  # JSONL rows to calibrate on; None = the built-in set
 
     def __post_init__(self):
         if self.quantization is None:
@@ -207,10 +209,12 @@ def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[
     if config.quantization == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=False,
+        # Per output channel: after smoothing, weight columns carry the activations' outlier scales, and one range per
+        # tensor would spend the int8 grid on them.
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True,
                          weight_type=QuantType.QInt8, nodes_to_exclude=head_nodes,
                          use_external_data_format=external_data, extra_options={"MatMulConstBOnly": True})
-        record.update(method="onnxruntime.quantization.quantize_dynamic", weight_type="QInt8", per_channel=False)
+        record.update(method="onnxruntime.quantization.quantize_dynamic", weight_type="QInt8", per_channel=True)
     elif config.quantization == "int4":
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
@@ -289,6 +293,7 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
     config = config or ExportConfig()
     out_dir = Path(out_dir)
     source = Path(model).expanduser() if isinstance(model, (str, os.PathLike)) else None
+    smoothing = None
     with contextlib.ExitStack() as stack:
         if source is not None and (source / BUNDLE_FILE).is_file():
             bundle = read_bundle(source)
@@ -308,8 +313,15 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
         else:
             from edgeprm.backends.torch import load
             from edgeprm.config import ScorerConfig
+            from edgeprm.loading import default_model_dir, resolve_model_dir
 
-            scorer = load(model, ScorerConfig.from_options(device="cpu", dtype="float32", **load_options))
+            if config.quantization != "none" and config.smooth:
+                from edgeprm.quant.calibrate import cached_calibration
+
+                src_dir = default_model_dir() if model is None else resolve_model_dir(model)
+                smoothing = cached_calibration(src_dir, config.quantization, config.calibration)
+            scorer = load(model, ScorerConfig.from_options(device="cpu", dtype="float32", **load_options),
+                          smoothing=smoothing)
             _prepare_out_dir(out_dir, scorer.model_dir)
             meta = _spec(scorer, model)
             tokenizer_dir = Path(scorer.encoder.tokenizer.source)
@@ -328,6 +340,8 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
         else:
             with _quiet():
                 record = quantize_graph(fp32, tmp / config.graph, config, head_nodes, external)
+            # Smoothing happens in the trace, so only an export from a checkpoint has it.
+            record["smoothing"] = smoothing.to_record() if smoothing is not None else None
             produced = sorted(p for p in tmp.iterdir() if p.name.startswith(config.graph))
         files = []
         for p in produced:

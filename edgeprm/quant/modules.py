@@ -368,7 +368,8 @@ def _release_freed_memory() -> None:
 def quantize_backbone(model: nn.Module, quantization: str | QuantConfig, device=None) -> nn.Module:
     """Replace the Linear layers of an already loaded backbone with quantized ones, in place; returns the model.
 
-    `edgeprm.load(..., quantization=...)` quantizes while loading instead, without a full-precision copy.
+    `edgeprm.load(..., quantization=...)` quantizes while loading instead, without a full-precision copy. In place
+    there is no checkpoint to calibrate on, so this is plain rounding (`QuantConfig.smooth` does not apply).
     """
     cfg = as_quant_config(quantization)
     if cfg is None:
