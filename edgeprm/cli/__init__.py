@@ -1,6 +1,6 @@
 """The `edgeprm` command: one module per subcommand, imported only when that subcommand runs.
 
-    edgeprm demo | score | export | quantize | parity  [--help]
+    edgeprm demo | score | export | quantize | parity | select | report  [--help]
 
 Each subcommand module has `add_arguments(parser)` and `run(args) -> exit code`. `main` reads the subcommand's
 name from the arguments and imports that one module, so `edgeprm score --backend onnx` imports no more than the
@@ -21,6 +21,8 @@ COMMANDS = {
     "export": ("edgeprm.cli.export", "export a PRM to a self-contained ONNX bundle (fp32, int8 or int4)"),
     "quantize": ("edgeprm.cli.quantize", "write an 8-bit or 4-bit checkpoint of a PRM"),
     "parity": ("edgeprm.cli.parity", "compare score files with a full-precision reference"),
+    "select": ("edgeprm.cli.select", "keep the best trajectories of a file (top-k per problem, top-fraction, threshold)"),
+    "report": ("edgeprm.cli.report", "an offline HTML report of a scored file (score distributions, step curves)"),
 }
 
 
