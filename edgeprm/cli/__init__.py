@@ -21,7 +21,7 @@ COMMANDS = {
     "export": ("edgeprm.cli.export", "export a PRM to a self-contained ONNX bundle (fp32, int8 or int4)"),
     "quantize": ("edgeprm.cli.quantize", "write an 8-bit or 4-bit checkpoint of a PRM"),
     "parity": ("edgeprm.cli.parity", "compare score files with a full-precision reference"),
-    "select": ("edgeprm.cli.select", "keep the best trajectories of a file (top-k per problem, top-fraction, threshold)"),
+    "select": ("edgeprm.cli.select", "keep the best trajectories of a file (top-k per group, top-fraction, threshold)"),
     "report": ("edgeprm.cli.report", "an offline HTML report of a scored file (score distributions, step curves)"),
 }
 

@@ -14,6 +14,7 @@ reading, and the job would wait forever. A file is cut into about `rows / batch_
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,12 +49,15 @@ def read_dataset(path: str | Path, blocks: int | None = None):
     """A Ray dataset of the file's rows: JSONL as one `text` row per line, Parquet as columns."""
     ray = import_ray()
     path = str(path)
-    args = {"ray_remote_args": {"num_cpus": 0}}
+    reader = ray.data.read_text if file_format(path) == "jsonl" else ray.data.read_parquet
+    # Newer Ray takes num_cpus itself and deprecates ray_remote_args; older Ray has only the latter.
+    named = "num_cpus" in inspect.signature(reader).parameters
+    args = {"num_cpus": 0} if named else {"ray_remote_args": {"num_cpus": 0}}
     if blocks is not None:
         args["override_num_blocks"] = blocks
-    if file_format(path) == "jsonl":
-        return ray.data.read_text(path, drop_empty_lines=True, **args)
-    return ray.data.read_parquet(path, **args)
+    if reader is ray.data.read_text:
+        args["drop_empty_lines"] = True
+    return reader(path, **args)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ figcaption { color: #555; font-size: 0.9rem; max-width: 900px; }
 <tr><th>source</th><th>rows</th><th>scored</th><th>mean score</th><th>median score</th>
 {%- if labelled %}<th>correct</th>{% endif %}</tr>
 {%- for s in sources %}
-<tr data-source="{{ s.name }}" data-rows="{{ s.rows }}"><td>{{ s.name }}</td><td>{{ s.rows }}</td><td>{{ s.scored }}</td>
+<tr data-source="{{ s.name }}" data-rows="{{ s.rows }}"><td>{{ s.name }}</td><td>{{ s.rows }}</td>
+<td>{{ s.scored }}</td>
 <td>{{ fmt(s.mean) }}</td><td>{{ fmt(s.median) }}</td>
 {%- if labelled %}<td>{{ pct(s.correct) }}</td>{% endif %}</tr>
 {%- endfor %}

@@ -182,7 +182,11 @@ def jsonl_to_parquet(src: Path, dst: Path, chunk_rows: int = CHUNK_ROWS) -> int:
 
 def _chunk_table(pa, chunk: list[dict], schema, first: int):
     try:
-        return pa.Table.from_pylist(chunk, schema=schema)
+        if schema is not None:
+            return pa.Table.from_pylist(chunk, schema=schema)
+        # from_pylist would take the columns from the first row alone: a field only later rows have would be lost.
+        keys = dict.fromkeys(k for row in chunk for k in row)
+        return pa.Table.from_pydict({k: [row.get(k) for row in chunk] for k in keys})
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise ValueError(f"cannot write rows {first + 1}-{first + len(chunk)} as Parquet: {e}; Parquet needs one "
                          "type per column — write JSONL instead") from None

@@ -3,12 +3,8 @@ top-fraction counts, resume after a kill, Parquet in and out; bad rows and unsco
 
 import json
 import math
-import os
 import random
-import signal
-import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,6 +17,7 @@ from edgeprm.select.policy import rank_key
 from edgeprm.trajectory import Trajectory
 
 from ..conftest import GSM8K
+from ..helpers import kill_after
 
 pytestmark = pytest.mark.skipif(not GSM8K.is_file(), reason=f"real data not present at {GSM8K}")
 PROBLEMS = 24  # of 1,319, drawn afresh every run: 96 trajectories
@@ -44,7 +41,7 @@ def gsm8k(tmp_path_factory):
     write_jsonl(rows, root / "in.jsonl")
     scorer = edgeprm.load(device="cpu")
     picks, scores = {}, {}
-    for label, idx in group_rows(rows).items():
+    for idx in group_rows(rows).values():
         best, results = scorer.best_of_n(rows[idx[0]]["problem"],
                                          [Trajectory(rows[i]["problem"], rows[i]["steps"], id=rows[i]["id"])
                                           for i in idx])
@@ -119,16 +116,7 @@ def test_resume_after_a_kill_gives_the_same_output(gsm8k, top1, tmp_path):
     part = tmp_path / "top1.jsonl.scored.jsonl.part"
     cmd = [sys.executable, "-m", "edgeprm.cli", "select", str(gsm8k["root"] / "in.jsonl"), "-o", str(out),
            "--top-k", "1", "--group-key", "group", "--chunk-rows", "8", "-q"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if part.exists() and len(part.read_bytes().splitlines()) >= 16:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = len(part.read_bytes().splitlines())
+    written = kill_after(cmd, part, 16)
     assert 16 <= written < 4 * PROBLEMS and not out.exists()
     with part.open("a") as f:
         f.write('{"id": "torn", "problem": "x", "st')  # a kill mid-write

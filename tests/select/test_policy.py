@@ -19,10 +19,10 @@ def random_rows(rng: random.Random, n: int, groups: int, contiguous: bool):
     return [{"id": i, "problem": f"p{g}", "score": v} for i, (g, v) in enumerate(zip(labels, values))]
 
 
-def run(selector, rows, rule=SelectRule(top_k=1)):
+def run(selector, rows):
     kept = []
     for i, r in enumerate(rows):
-        kept += selector.offer(i, r, rule.score(r))
+        kept += selector.offer(i, r, score_of(r))
     return [i for i, _ in kept + selector.finish()]
 
 
