@@ -57,7 +57,19 @@ def read_dataset(path: str | Path, blocks: int | None = None):
         args["override_num_blocks"] = blocks
     if reader is ray.data.read_text:
         args["drop_empty_lines"] = True
-    return reader(path, **args)
+        return reader(path, **args)
+    # Ray 2.60's Parquet reader ("datasource v2") lists files in a task that always reserves a CPU, which the
+    # actors may hold; the v1 reader's tasks honour num_cpus=0 (measured: the v2 read never started with 2 actors
+    # on 2 CPUs). The dataset keeps the context it was created with, so the switch is undone right after.
+    ctx = ray.data.DataContext.get_current()
+    v2 = getattr(ctx, "use_datasource_v2", None)
+    if v2:
+        ctx.use_datasource_v2 = False
+    try:
+        return reader(path, **args)
+    finally:
+        if v2:
+            ctx.use_datasource_v2 = v2
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,10 @@ def calibration(d: ReportData) -> Figure | None:
     plt = _plt()
     fig, (ax, axc) = plt.subplots(2, 1, figsize=(6.5, 5.2), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ms = [b["mean_score"] for b in d.calibration]
-    ax.plot(ms, [b["correct"] for b in d.calibration], marker="o", label="PRM")
+    ax.plot(ms, [b["correct"] for b in d.calibration], label="PRM")
+    # Marker area by rows in the bin: a bin of three rows should not read like one of three thousand.
+    counts = np.asarray([b["count"] for b in d.calibration], dtype=float)
+    ax.scatter(ms, [b["correct"] for b in d.calibration], s=12 + 180 * np.sqrt(counts / counts.max()), zorder=3)
     if d.ece is not None:
         ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
     ax.set_ylabel("fraction correct")
@@ -174,11 +177,12 @@ def calibration(d: ReportData) -> Figure | None:
     axc.bar([(b["lo"] + b["hi"]) / 2 for b in d.calibration], [b["count"] for b in d.calibration],
             width=[0.9 * (b["hi"] - b["lo"]) for b in d.calibration], color="#999999")
     axc.set_xlabel(d.options.score_field)
-    axc.set_ylabel("rows")
+    axc.set_yscale("log")
+    axc.set_ylabel("rows (log)")
     ece = f" Expected calibration error {d.ece:.3f}." if d.ece is not None else ""
     return Figure("calibration", "Calibration",
                   f"Rows binned by score ({d.options.bins} equal-width bins); the fraction with a correct final "
-                  f"answer in each bin against its mean score.{ece}", _png(fig))
+                  f"answer in each bin against its mean score (marker area: rows in the bin).{ece}", _png(fig))
 
 
 FIGURES = (score_histograms, step_curves, first_doubt, best_of_n, calibration)

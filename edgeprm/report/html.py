@@ -85,7 +85,7 @@ def render(d: ReportData, figures: list[Figure], name: str) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     by = d.options.by or "source / generator / model field"
     if d.options.by_pattern:
-        by += f" ~ /{d.options.by_pattern}/"
+        by += f" matched by {d.options.by_pattern!r}"
     return env.from_string(TEMPLATE).render(
         name=name, path=d.path, rows=d.rows, opts=d.options, by=by, sources=d.sources, labelled=d.has_labels,
         bon=d.best_of_n, figures=figures, fmt=_fmt, pct=_pct, b64=lambda b: base64.b64encode(b).decode("ascii"))

@@ -1,6 +1,7 @@
 """Ray Data scoring gives the single-process results row for row: `edgeprm score --ray` with 2 actors on a local
 Ray instance (2 CPUs, stopped at the end), and `score_dataset` on a columnar dataset."""
 
+import json
 import math
 import random
 
@@ -76,23 +77,30 @@ def test_score_with_ray_equals_single_process(local_ray, checkpoints, tmp_path):
     assert ray.is_initialized()  # the CLI used the open session and left it open
 
 
-def test_score_dataset_adds_typed_reward_columns(local_ray, checkpoints, tmp_path):
+def test_score_dataset_on_parquet_adds_typed_reward_columns(local_ray, checkpoints, tmp_path):
+    """Columns, not JSON lines: a Parquet file of mixed rows (a null 'steps' next to a 'solution' counts as absent),
+    read with the CLI's reader, two actors holding both CPUs (the reads reserve none)."""
     import pyarrow as pa
 
     from edgeprm.distributed import score_dataset
+    from edgeprm.distributed.files import read_dataset
+    from edgeprm.select.io import RowWriter, iter_rows, present
 
-    rows = [r for r in mixed_rows(random.Random(), 90) if "steps" in r]
-    for r in rows:
-        r.pop("response", None)
-        r["id"] = str(r.get("id"))
-    ds = ray.data.from_items(rows, override_num_blocks=6)
-    scorer = edgeprm.load(checkpoints["value-head"], device="cpu")
-    out = score_dataset(ds, checkpoints["value-head"], device="cpu", concurrency=2, batch_size=8, num_cpus=0.5,
-                        max_tasks_in_flight_per_actor=1)
+    with RowWriter(tmp_path / "in.parquet", chunk_rows=20) as w:
+        for r in mixed_rows(random.Random(), 90):
+            w.write(r)
+        w.commit()
+    rows = [row for _, row in iter_rows(tmp_path / "in.parquet")]
+    model = checkpoints["value-head"]
+    out = score_dataset(read_dataset(tmp_path / "in.parquet", blocks=6), model, device="cpu", concurrency=2,
+                        batch_size=8, num_cpus=1, max_tasks_in_flight_per_actor=1, reads_need_cpu=False)
     table = pa.concat_tables(list(out.iter_batches(batch_format="pyarrow", batch_size=None)))
     assert table.schema.field("step_rewards").type == pa.list_(pa.float64())
     assert table.schema.field("num_tokens").type == pa.int64()
-    got = sorted(table.to_pylist(), key=lambda r: r["id"])  # this dataset was not asked to keep its order
-    want = sorted(({**r, **s.to_dict(with_id=False)} for r, s in zip(rows, scorer.score_batch(rows))),
-                  key=lambda r: r["id"])
+    scorer = edgeprm.load(model, device="cpu")
+    # This dataset was not asked to keep its order: compare rows sorted by their input fields.
+    key = lambda r: json.dumps(present({k: r[k] for k in r if k not in REWARD_COLUMNS}), sort_keys=True)  # noqa: E731
+    got = sorted(table.to_pylist(), key=key)
+    want = sorted(({**r, **s.to_dict(with_id=False)} for r, s in zip(rows, scorer.score_batch(map(present, rows)))),
+                  key=key)
     assert_same(got, want)
