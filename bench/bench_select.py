@@ -2,7 +2,7 @@
 
 The same JSONL file (GSM8K Best-of-4 rows from ../shared/data when present, else the demo's synthetic problems) is
 scored by the demo PRM (or `--model`) three ways, each through the code `edgeprm select` runs:
-- `single`: `edgeprm.select.pipeline.LocalScoring` in this process (torch on every core);
+- `single Nt`: `edgeprm.select.pipeline.LocalScoring` in this process, torch on N threads (every core, then one);
 - `ray xN`: `edgeprm.distributed.files.RayScoring` with N actors on a local Ray instance of `--cpus` CPUs, each
   actor reserving one CPU (PyTorch on one thread) and loading the scorer once.
 
@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-rows", type=int, default=32, help="rows per actor call (and per single-process chunk)")
     args = ap.parse_args(argv)
 
+    import torch
+
     import edgeprm
     from edgeprm.config import ScorerConfig
     from edgeprm.distributed.files import RayScoring
@@ -161,7 +163,14 @@ def main(argv=None) -> int:
     scorer = edgeprm.load(args.model, device="cpu")
     load_s = time.perf_counter() - t0
     ref, wall, first = timed(LocalScoring(scorer, args.batch_rows), src)
-    results.append(("single", wall, first, [status_kib("self", "VmHWM") / 1024], [], 0.0))
+    results.append((f"single {torch.get_num_threads()}t", wall, first, [status_kib("self", "VmHWM") / 1024], [], 0.0))
+    # The same on one thread, as each Ray actor runs: on a busy shared machine a multi-threaded forward pass loses
+    # far more to other processes than a single-threaded one, so this row separates threading from Ray.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows, wall, first = timed(LocalScoring(scorer, args.batch_rows), src)
+    torch.set_num_threads(threads)
+    results.append(("single 1t", wall, first, [status_kib("self", "VmHWM") / 1024], [], max_delta(rows, ref)))
     print(f"single-process model load {load_s:.1f} s (not in the table)")
     del scorer
 
@@ -183,13 +192,13 @@ def main(argv=None) -> int:
         ray.shutdown()
 
     print(f"load average at end {os.getloadavg()[0]:.2f} (the machine is shared: compare rows within one run)\n")
-    head = (f"{'config':<9} {'rows':>5} {'wall s':>7} {'rows/s':>7} {'steady rows/s':>13} "
+    head = (f"{'config':<10} {'rows':>5} {'wall s':>7} {'rows/s':>7} {'steady rows/s':>13} "
             f"{'peak RSS MiB (per actor)':>26} {'actor CPU s':>14} {'max |delta|':>11}")
     print(head)
     print("-" * len(head))
     for name, wall, first, rss, cpu, delta in results:
         steady = (args.rows - args.batch_rows) / (wall - first) if wall > first and args.rows > args.batch_rows else 0
-        print(f"{name:<9} {args.rows:>5} {wall:>7.1f} {args.rows / wall:>7.1f} {steady:>13.1f} "
+        print(f"{name:<10} {args.rows:>5} {wall:>7.1f} {args.rows / wall:>7.1f} {steady:>13.1f} "
               f"{' / '.join(f'{r:.0f}' for r in rss):>26} {' / '.join(f'{c:.0f}' for c in cpu) or '-':>14} "
               f"{delta:>11.2g}")
     return 0

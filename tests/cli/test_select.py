@@ -96,6 +96,11 @@ def test_threshold_and_top_fraction_counts(gsm8k, top1, capsys):
     assert select(scored, "-o", out, "--threshold", t) == 0  # a scored input: no model is loaded
     assert "already scored" in capsys.readouterr().err
     assert sorted(r["id"] for r in read_jsonl(out)) == sorted(k for k, v in ref.items() if v >= t)
+    assert json.loads(out.with_name("thr.jsonl.summary.json").read_text())["max_rows_held"] == 0  # holds no row
+    out = gsm8k["root"] / "top2.jsonl"
+    assert select(scored, "-o", out, "--top-k", 2, "--group-key", "group", "--contiguous-groups") == 0
+    summary = json.loads(out.with_name("top2.jsonl.summary.json").read_text())
+    assert summary["kept"] == 2 * PROBLEMS and summary["max_rows_held"] == 2  # one group at a time
     f = rng.uniform(0.05, 0.95)
     out = gsm8k["root"] / "frac.jsonl"
     assert select(scored, "-o", out, "--top-fraction", f) == 0
