@@ -53,3 +53,23 @@ class Blocked:
 
 sys.meta_path.insert(0, Blocked())
 """
+
+
+def kill_after(cmd: list[str], part, lines: int, timeout: float = 180.0) -> int:
+    """Run `cmd`, SIGKILL it once `part` holds at least `lines` lines, and return how many it holds then (a run
+    killed mid-job, as a crash or the OOM killer leaves it)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if part.exists() and len(part.read_bytes().splitlines()) >= lines:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return len(part.read_bytes().splitlines())

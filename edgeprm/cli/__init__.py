@@ -1,6 +1,6 @@
 """The `edgeprm` command: one module per subcommand, imported only when that subcommand runs.
 
-    edgeprm demo | score | export | quantize | parity | eval | bench | serve  [--help]
+    edgeprm demo | score | select | report | export | quantize | parity | eval | bench | serve  [--help]
 
 Each subcommand module has `add_arguments(parser)` and `run(args) -> exit code`. `main` reads the subcommand's
 name from the arguments and imports that one module, so `edgeprm score --backend onnx` imports no more than the
@@ -24,6 +24,8 @@ COMMANDS = {
     "eval": ("edgeprm.cli.eval", "ProcessBench and Best-of-N figures, and a fidelity gate for small variants"),
     "bench": ("edgeprm.cli.bench", "measure every backend and quantization this machine has on a model"),
     "serve": ("edgeprm.cli.serve", "serve a PRM over HTTP with dynamic batching (scores, OpenRLHF rewards, metrics)"),
+    "select": ("edgeprm.cli.select", "keep the best trajectories of a file (top-k per group, top-fraction, threshold)"),
+    "report": ("edgeprm.cli.report", "an offline HTML report of a scored file (score distributions, step curves)"),
 }
 
 

@@ -1,5 +1,6 @@
 """The scorer options every scoring subcommand takes (`--model`, `--backend`, `--quantization`, ...), and the
-`ScorerConfig` they make. Choices come from `edgeprm.config`, never retyped; torch-free."""
+`ScorerConfig` they make, and the Ray Data options of `--ray` (`add_ray_options`). Choices come from `edgeprm.config`,
+never retyped; torch-free."""
 
 from __future__ import annotations
 
@@ -41,3 +42,24 @@ def scorer_config(args: argparse.Namespace) -> ScorerConfig:
                         dtype=args.dtype, aggregation=args.aggregation, alpha=args.alpha, max_length=args.max_length,
                         truncate=args.truncate, split=args.separator, token_budget=args.token_budget,
                         threads=args.threads)
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    """`--ray [ADDRESS]` and the actor pool's size and resources (scoring on Ray Data; see edgeprm/distributed)."""
+    g = p.add_argument_group("Ray Data (scale-out; pip install \"edgeprm[data]\")")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="score on Ray Data: an existing cluster's ADDRESS ('auto', 'ray://head:10001'), or none for "
+                        "RAY_ADDRESS / a local instance (write --ray=ADDRESS, or put --ray after the input)")
+    g.add_argument("--ray-actors", type=int, default=1, help="actors, each loading the scorer once")
+    g.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="CPUs reserved per actor")
+    g.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs reserved per actor")
+    g.add_argument("--ray-batch-rows", type=int, default=64, help="rows per actor call")
+
+
+def ray_scoring(args: argparse.Namespace):
+    """The `edgeprm.distributed.files.RayScoring` of parsed `add_scorer_options` + `add_ray_options` flags."""
+    from edgeprm.distributed.files import RayScoring
+
+    return RayScoring(model=args.model, config=scorer_config(args), address=args.ray or None, actors=args.ray_actors,
+                      cpus_per_actor=args.ray_cpus_per_actor, gpus_per_actor=args.ray_gpus_per_actor,
+                      batch_rows=args.ray_batch_rows)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeprm.cli.options import add_scorer_options, scorer_config
+from edgeprm.cli.options import add_ray_options, add_scorer_options, ray_scoring, scorer_config
 from edgeprm.rows import parse_line
 
 
@@ -46,8 +46,23 @@ def _count_lines(path: Path) -> int | None:
         return sum(1 for _ in f)
 
 
+def run_ray(args) -> int:
+    """`--ray`: score on Ray Data (edgeprm/distributed), JSONL or Parquet in and out, the same rows as without it."""
+    if args.input == "-" or args.skip_bad:
+        raise ValueError("--ray reads a file (not standard input) and stops at a bad row (no --skip-bad)")
+    from edgeprm.select.pipeline import score_stage
+
+    n, _, dt = score_stage(Path(args.input), Path(args.output), ray_scoring(args), args.resume, not args.quiet)
+    print(f"edgeprm: {n} rows scored on Ray Data with {args.ray_actors} actors; {dt:.1f} s, "
+          f"{n / dt if dt > 0 else 0.0:.1f} rows/s -> {args.output}", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
     import edgeprm
+
+    if args.ray is not None:
+        return run_ray(args)
 
     out = Path(args.output)
     part = out.with_name(out.name + ".part")
@@ -136,3 +151,4 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="keep rows already written and score the rest")
     p.add_argument("--skip-bad", action="store_true", help="record bad rows in OUT.errors.jsonl and go on")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_ray_options(p)

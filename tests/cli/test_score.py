@@ -2,11 +2,8 @@
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,7 +14,7 @@ from edgeprm.rows import write_jsonl
 from edgeprm.testing import build_step_classifier, build_tokenizer
 
 from ..conftest import GSM8K
-from ..helpers import BLOCK_TORCH
+from ..helpers import BLOCK_TORCH, kill_after
 
 
 def rows(n, start=0, with_ids=True):
@@ -90,16 +87,7 @@ def test_resume_after_a_killed_run(tmp_path, checkpoints, with_ids):
     part = tmp_path / "out.jsonl.part"
     cmd = [sys.executable, "-m", "edgeprm.cli", "score", str(src), "-o", str(out), "--model",
            str(checkpoints["step-classifier"]), "--chunk-rows", "8", "-q"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if part.exists() and part.stat().st_size > 0 and len(part.read_bytes().splitlines()) >= 16:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = len(part.read_bytes().splitlines())
+    written = kill_after(cmd, part, 16, timeout=120)
     assert 0 < written < n and not out.exists()
     with part.open("a") as f:  # a torn last line, as a kill mid-write leaves it
         f.write('{"id": "torn", "problem": "x", "st')
