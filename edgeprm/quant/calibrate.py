@@ -36,6 +36,9 @@ import torch
 ALPHAS = (0.0, 0.25, 0.5, 0.65, 0.8)
 SAMPLE_TOKENS = 512  # activation rows kept per group for the alpha search
 DEFAULT_ROWS = 16  # built-in calibration set: synthetic problems of the demo generator
+BUILTIN = Path(__file__).resolve().parent.parent / "assets" / "calibration.jsonl"
+SENSITIVE_RATIO = 3.0  # a group this many times the median group's error stays at full precision...
+SENSITIVE_BUDGET = 0.10  # ...within this share of the Linear weights
 # projection group: (the module whose input is observed, the tensors it feeds, what produces the activation)
 GROUPS = {
     "attn": ("self_attn.q_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "input_layernorm"),
@@ -45,10 +48,11 @@ GROUPS = {
 
 
 def builtin_rows(n: int = DEFAULT_ROWS) -> list[dict]:
-    """The default calibration set: `n` synthetic arithmetic trajectories (seeded; never the held-out seeds)."""
-    from edgeprm.demo.synthetic import generate
+    """The default calibration set: the first `n` of the bundled synthetic arithmetic trajectories
+    (assets/calibration.jsonl, made by the demo generator with a seed none of its held-out sets use)."""
+    from edgeprm.rows import read_jsonl
 
-    return [{"problem": r["problem"], "steps": r["steps"]} for r in generate(max(1, n // 4), seed=77_777)][:n]
+    return read_jsonl(BUILTIN)[:n]
 
 
 def read_rows(path: str | Path | None, n: int = DEFAULT_ROWS) -> tuple[list[dict], dict]:
@@ -76,6 +80,26 @@ class Smoothing:
     alphas: dict[str, float]
     scheme: str
     record: dict = field(default_factory=dict)
+    errors: dict[str, tuple[float, int]] = field(default_factory=dict)  # group: (relative output error, weights)
+
+    def sensitive(self, ratio: float | None = None, budget: float | None = None) -> tuple[str, ...]:
+        """Linear names to keep at full precision: the groups whose quantized output error exceeds `ratio` x the
+        median group's, worst first, within `budget` (a share of all the groups' weights). Mixed precision by
+        measured sensitivity: one early down_proj can carry several times the error of every other group."""
+        if not self.errors:
+            return ()
+        ratio = SENSITIVE_RATIO if ratio is None else ratio
+        budget = SENSITIVE_BUDGET if budget is None else budget
+        errs = sorted(e for e, _ in self.errors.values())
+        median, total = errs[len(errs) // 2], sum(n for _, n in self.errors.values())
+        kept, used = [], 0
+        for group, (err, n) in sorted(self.errors.items(), key=lambda kv: -kv[1][0]):
+            if err <= ratio * median or used + n > budget * total:
+                break
+            layer, _, name = group.rpartition(".")
+            kept += [f"{layer}.{c}" for c in GROUPS[name][1]]
+            used += n
+        return tuple(kept)
 
     def apply(self, name: str, t: torch.Tensor) -> torch.Tensor:
         """The tensor `name` of the smoothed model (unchanged for tensors the factors do not touch)."""
@@ -97,6 +121,7 @@ class Smoothing:
     def to_record(self) -> dict:
         alphas = list(self.alphas.values())
         return {**self.record, "method": "smoothquant (max |x|)" if self.scheme == "int8" else "awq (mean |x|)",
+                "full_precision": list(self.sensitive()),
                 "alpha_grid": list(ALPHAS), "alpha_mean": round(sum(alphas) / max(len(alphas), 1), 3),
                 "groups_scaled": sum(a > 0 for a in alphas), "groups": len(alphas)}
 
@@ -146,8 +171,9 @@ def _fake_nf4(x: torch.Tensor, w: torch.Tensor, blocksize: int = 64) -> torch.Te
     return x @ dequantize_nf4(packed, state).float().T
 
 
-def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str) -> tuple[torch.Tensor, float]:
-    """(s, alpha) minimising the group's quantized output error on activation rows x [N, K]."""
+def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str) -> tuple[torch.Tensor, float, float]:
+    """(s, alpha, relative error) minimising the group's quantized output error on activation rows x [N, K]; the
+    error is the mean squared output error over the mean squared output."""
     w = torch.cat(weights).float()
     ref = x @ w.T
     a = x.abs().amax(0) if scheme == "int8" else x.abs().mean(0)
@@ -160,7 +186,7 @@ def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str) -> tuple[t
         err = (fake(x / s, w * s[None, :]) - ref).pow(2).mean().item()
         if err < best[1]:
             best = (s, err, alpha)
-    return best[0], best[2]
+    return best[0], best[2], best[1] / max(ref.pow(2).mean().item(), 1e-30)
 
 
 # -- the layer-by-layer stream -------------------------------------------------------------------------------------
@@ -217,7 +243,7 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
             states.append(c.args[0])
             kwargs_of.append(c.args[1])
     del embed
-    factors, alphas = {}, {}
+    factors, alphas, errors = {}, {}, {}
     from tqdm.auto import tqdm
 
     for i in tqdm(range(len(layers)), desc="calibrating", unit="layer", disable=not progress):
@@ -238,11 +264,13 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
             x = torch.cat(seen[g])
             if x.shape[0] > SAMPLE_TOKENS:
                 x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(i))[:SAMPLE_TOKENS]]
-            s, alpha = search(x.float(), [layer.get_submodule(c).weight.detach() for c in consumers], scheme)
+            weights_g = [layer.get_submodule(c).weight.detach() for c in consumers]
+            s, alpha, err = search(x.float(), weights_g, scheme)
             factors[f"layers.{i}.{g}"], alphas[f"layers.{i}.{g}"] = s, alpha
+            errors[f"layers.{i}.{g}"] = (err, sum(w.numel() for w in weights_g))
         del layer
     rec = {**(record or {}), "tokens": sum(len(s) for s in seqs), "seconds": round(time.perf_counter() - t0, 1)}
-    return Smoothing(factors, alphas, scheme, rec)
+    return Smoothing(factors, alphas, scheme, rec, errors)
 
 
 def _encoder(model_dir):
@@ -269,19 +297,21 @@ def cached_calibration(model_dir: str | Path, scheme: str, calibration: str | No
 
     rows, record = read_rows(calibration)
     model_dir = Path(model_dir)
-    key = hashlib.sha256(json.dumps([str(model_dir.resolve()), scheme, record, list(ALPHAS), _fingerprint(model_dir)],
+    key = hashlib.sha256(json.dumps([2, str(model_dir.resolve()), scheme, record, list(ALPHAS),
+                                     _fingerprint(model_dir)],
                                     sort_keys=True).encode()).hexdigest()[:24]
     root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm")) / "calibration"
     path = root / f"{key}.pt"
     if path.is_file():
         d = torch.load(path, weights_only=True)
-        return Smoothing(d["factors"], d["alphas"], d["scheme"], json.loads(d["record"]))
+        errors = {k: tuple(v) for k, v in json.loads(d.get("errors", "{}")).items()}
+        return Smoothing(d["factors"], d["alphas"], d["scheme"], json.loads(d["record"]), errors)
     smoothing = calibrate(model_dir, rows, scheme, record)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"factors": smoothing.factors, "alphas": smoothing.alphas, "scheme": smoothing.scheme,
-                    "record": json.dumps(smoothing.record)}, tmp)
+                    "record": json.dumps(smoothing.record), "errors": json.dumps(smoothing.errors)}, tmp)
         os.replace(tmp, path)
     except OSError:
         pass

@@ -153,7 +153,9 @@ def plan_backbone(model_dir: Path, weights, quantization, device: torch.device, 
         if cfg.smooth:
             from edgeprm.quant.calibrate import SmoothedCheckpoint, cached_calibration
 
-            weights = SmoothedCheckpoint(weights, cached_calibration(model_dir, cfg.scheme, cfg.calibration))
+            smoothing = cached_calibration(model_dir, cfg.scheme, cfg.calibration)
+            weights = SmoothedCheckpoint(weights, smoothing)
+            cfg = replace(cfg, keep=cfg.keep + smoothing.sensitive())
         return cfg.scheme, make_transform(cfg, device, compute_dtype), weights
     stored = manifest.quantization
     if cfg is None:
@@ -222,6 +224,7 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
 
         smoothing = cached_calibration(src, cfg.scheme, cfg.calibration)
         weights, calibration = SmoothedCheckpoint(weights, smoothing), smoothing.to_record()
+        cfg = replace(cfg, keep=cfg.keep + smoothing.sensitive())
     if not weights:
         raise FileNotFoundError(f"{src} has no *.safetensors weights to quantize")
     fam = get_family(family) if family is not None else detect_family(src, config, weights)
