@@ -116,11 +116,11 @@ def trajectories(tokenizer_dir: Path, n: int, tokens: int, seed: int = 0) -> lis
 
 
 # -- workers (each in its own process) ---------------------------------------------------------------------------
-def worker_export(source: str, out: str, scheme: str, block_size: int, accuracy_level: int) -> dict:
+def worker_export(source: str, out: str, scheme: str, block_size: int, accuracy_level: int, method: str) -> dict:
     from edgeprm.export.onnx import ExportConfig, bundle_size, export
 
     t0 = time.perf_counter()
-    export(source, out, ExportConfig(scheme, block_size, accuracy_level))
+    export(source, out, ExportConfig(scheme, block_size, accuracy_level, int8_method=method))
     return {"export_s": time.perf_counter() - t0, "export_rss_mib": peak_rss_mib(),
             "size_mib": bundle_size(out) / 2**20}
 
@@ -195,7 +195,7 @@ def main() -> None:
         if mode == "build":
             out = {"dir": str(build_checkpoint(Path(rest[0]), int(rest[1]))), "build_rss_mib": peak_rss_mib()}
         elif mode == "export":
-            out = worker_export(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]))
+            out = worker_export(rest[0], rest[1], rest[2], int(rest[3]), int(rest[4]), rest[5])
         else:
             out = worker_score(rest[0], rest[1], rest[2], int(rest[3]) or None)
         print(json.dumps(out))
@@ -218,12 +218,14 @@ def main() -> None:
     rows_file.write_text(json.dumps(rows))
 
     levels = [int(x) for x in args.int4_levels.split(",") if x.strip()]
-    bundles = {"onnx fp32": ("none", 0), "onnx int8": ("int8", 0)}
-    bundles.update({f"onnx int4 b{args.block_size} acc{lv}": ("int4", lv) for lv in levels})
+    bundles = {"onnx fp32": ("none", 0, "nbits"), f"onnx int8 b{args.block_size} acc4": ("int8", 4, "nbits"),
+               "onnx int8 dynamic": ("int8", 0, "dynamic")}
+    bundles.update({f"onnx int4 b{args.block_size} acc{lv}": ("int4", lv, "nbits") for lv in levels})
     exports = {}
     fp32_dir = work / f"onnx-L{args.layers}-fp32"
-    for name, (scheme, level) in bundles.items():
-        out = fp32_dir if scheme == "none" else work / f"onnx-L{args.layers}-{scheme}-b{args.block_size}-a{level}"
+    for name, (scheme, level, method) in bundles.items():
+        out = fp32_dir if scheme == "none" else \
+            work / f"onnx-L{args.layers}-{scheme}-{method}-b{args.block_size}-a{level}"
         source = ckpt if scheme == "none" else fp32_dir
         from edgeprm.backends.onnx import BUNDLE_FILE
 
@@ -232,8 +234,8 @@ def main() -> None:
 
             exports[name] = {"size_mib": bundle_size(out) / 2**20, "reused": True, "dir": out}
             continue
-        exports[name] = {**run_worker(["export", str(source), str(out), scheme, str(args.block_size), str(level)],
-                                      log), "dir": out}
+        exports[name] = {**run_worker(["export", str(source), str(out), scheme, str(args.block_size), str(level),
+                                       method], log), "dir": out}
 
     configs = {}
     if not args.skip_torch_fp32:

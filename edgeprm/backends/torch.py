@@ -116,13 +116,15 @@ class Scorer(ScorerBase):
         return group_results(group, [steps[a:b] for a, b in zip(offsets, offsets[1:])], traj, scores)
 
 
-def load(model: str | os.PathLike | None, config: ScorerConfig, smoothing=None) -> Scorer:
+def load(model: str | os.PathLike | None, config: ScorerConfig, smoothing=None, pack_fp32: bool = True) -> Scorer:
     """Load a checkpoint (local directory or hub id; None = the bundled demo PRM) for the torch backend.
 
     The family is detected from the files unless `config.family` names one; a quantized checkpoint (written by
     `edgeprm quantize`) is rebuilt from its stored tensors, and `config.quantization` quantizes a full-precision one
     while it loads. `smoothing` (an `edgeprm.quant.calibrate.Smoothing`, for the ONNX exporter) loads the smoothed
-    full-precision model.
+    full-precision model. `pack_fp32`: on a CPU where oneDNN's packed fp32 GEMM was measured faster than torch's
+    default (`edgeprm.quant.select.fp32_gemm`), float32 decoder Linear layers run on it (the exporter, which traces
+    the model, passes False).
     """
     model_dir = default_model_dir() if model is None else resolve_model_dir(model, config.revision)
     hf_config = read_config(model_dir)
@@ -148,6 +150,15 @@ def load(model: str | os.PathLike | None, config: ScorerConfig, smoothing=None) 
     backbone = load_backbone(model_dir, hf_config, backbone_weights, torch_dtype, dev, transform=transform)
     resolved = config.replace(family=str(fam), aggregation=config.aggregation or fam.default_aggregation,
                               max_length=encoder.max_length)
+    fp32_gemm = "mkl" if dev.type == "cpu" else None
+    if pack_fp32 and dev.type == "cpu" and torch_dtype == torch.float32 and quantization is None:
+        from edgeprm.quant.select import fp32_gemm as measured_fp32_gemm
+
+        if measured_fp32_gemm() == "onednn":
+            from edgeprm.kernels.cpu_linear import pack_linears
+
+            fp32_gemm = "onednn" if pack_linears(backbone) else fp32_gemm
     scorer = Scorer(backbone, head, encoder, resolved, dev, model_dir, quantization, tokenizer.pad_token_id)
+    scorer.fp32_gemm = fp32_gemm  # "onednn" | "mkl": which engine runs the float32 decoder Linear layers
     scorer.quant_kernel = getattr(transform, "kernel", None)  # e.g. "onednn": the kernel measured fastest here
     return scorer

@@ -11,7 +11,8 @@ from edgeprm.families import FAMILIES
 def run(args) -> int:
     from edgeprm.export.onnx import ExportConfig, bundle_size, export
 
-    config = ExportConfig(args.quantization, args.block_size, args.accuracy_level, smooth=not args.no_smooth,
+    config = ExportConfig(args.quantization, args.block_size, args.accuracy_level, int8_method=args.int8_method,
+                          smooth=not args.no_smooth,
                           calibration=args.calibration)
     options = {k: v for k, v in (("family", args.family), ("max_length", args.max_length)) if v is not None}
     out = export(args.model, args.out_dir, config, **options)
@@ -23,18 +24,22 @@ def run(args) -> int:
 
 
 def add_arguments(p) -> None:
-    from edgeprm.export.onnx import ACCURACY_LEVELS, DEFAULT_ACCURACY_LEVEL, DEFAULT_BLOCK_SIZE
+    from edgeprm.export.onnx import ACCURACY_LEVELS, DEFAULT_BLOCK_SIZE, INT8_METHODS
 
     p.description = ("One graph = backbone + step gather + reward head + normalisation; the bundle holds it, the "
                      "tokenizer and edgeprm.json. Score it with --backend onnx.")
     p.add_argument("model", help="checkpoint directory or hub id, or an fp32 bundle to quantize")
     p.add_argument("out_dir", help="bundle directory (created; an earlier bundle there is replaced)")
     p.add_argument("--quantization", choices=BUNDLE_SCHEMES, default="none",
-                   help="none = fp32 weights; int8 = dynamic int8 (quantize_dynamic); int4 = MatMulNBits blocks")
-    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="int4 block size along K")
-    p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS, default=DEFAULT_ACCURACY_LEVEL,
-                   help="int4 compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest, least "
-                        "faithful)")
+                   help="none = fp32 weights; int8 = 8-bit MatMulNBits blocks (or quantize_dynamic, see "
+                        "--int8-method); int4 = 4-bit MatMulNBits blocks")
+    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="int8/int4 block size along K")
+    p.add_argument("--accuracy-level", type=int, choices=ACCURACY_LEVELS, default=None,
+                   help="MatMulNBits compute: 0 unset (fp32 on CPU), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations "
+                        "(fastest, least faithful); default 0 for int4, 4 for int8")
+    p.add_argument("--int8-method", choices=INT8_METHODS, default="nbits",
+                   help="int8: nbits = MatMulNBits 8-bit blocks (default, most faithful); dynamic = "
+                        "onnxruntime's quantize_dynamic (one activation scale per tensor)")
     p.add_argument("--calibration", metavar="FILE.jsonl", default=None,
                    help="int8/int4 from a checkpoint: trajectories to calibrate the channel smoothing on (default: a "
                         "built-in set); quantizing an fp32 bundle cannot smooth")

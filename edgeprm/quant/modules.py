@@ -374,6 +374,9 @@ def quantize_backbone(model: nn.Module, quantization: str | QuantConfig, device=
     cfg = as_quant_config(quantization)
     if cfg is None:
         return model
+    from edgeprm.kernels.cpu_linear import unpack_linears
+
+    unpack_linears(model)  # a float32 model loaded on oneDNN's packed GEMM: back to dense Linear layers first
     first = next(model.parameters())
     transform = make_transform(cfg, device or first.device, first.dtype)
     for name, module in list(model.named_modules()):

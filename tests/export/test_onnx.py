@@ -86,19 +86,33 @@ def test_quantized_bundles_keep_rankings(scorers, bundle, family, scheme):
         assert (value <= floor) if metric == "step_max_abs" else (value >= floor), (metric, value, report)
 
 
-@pytest.mark.parametrize("scheme,op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
-def test_quantized_graphs_quantize_the_backbone_but_not_the_reward_head(bundle, scheme, op):
+@pytest.mark.parametrize("scheme,bits", [("int8", 8), ("int4", 4)])
+def test_quantized_graphs_quantize_the_backbone_but_not_the_reward_head(bundle, scheme, bits):
     import onnx
 
     path = bundle("step-classifier", scheme)
     meta = json.loads((path / BUNDLE_FILE).read_text())
     model = onnx.load(str(path / meta["graph"]))
-    ops = [n.op_type for n in model.graph.node]
-    assert ops.count(op) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    nbits = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    assert {onnx.helper.get_attribute_value(a) for n in nbits for a in n.attribute if a.name == "bits"} == {bits}
+    assert meta["quantization"]["bits"] == bits
     head = head_matmul_nodes(model)
     assert len(head) == 2 and meta["quantization"]["excluded_nodes"] == head
     assert all(n.op_type == "MatMul" for n in model.graph.node if n.name in head)
     assert meta["graph"] == {"int8": "prm.int8.onnx", "int4": "prm.int4.b32.onnx"}[scheme]
+
+
+def test_int8_dynamic_method_uses_matmul_integer_and_records_it(bundle, tmp_path):
+    import onnx
+
+    out = export(bundle("step-classifier"), tmp_path / "dyn", ExportConfig("int8", int8_method="dynamic"))
+    meta = json.loads((out / BUNDLE_FILE).read_text())
+    ops = [n.op_type for n in onnx.load(str(out / meta["graph"])).graph.node]
+    assert ops.count("MatMulInteger") == 14 and "MatMulNBits" not in ops
+    assert meta["quantization"]["method"] == "onnxruntime.quantization.quantize_dynamic"
+    with pytest.raises(ValueError, match="int8_method must be one of"):
+        ExportConfig("int8", int8_method="static")
 
 
 def test_bundle_is_self_contained_and_records_its_spec(bundle, tmp_path):

@@ -1,0 +1,88 @@
+"""fp32 Linear layers on oneDNN with weights packed once, for CPUs where torch's default BLAS is the slower GEMM.
+
+torch runs an fp32 `F.linear` on the CPU through MKL's sgemm. On some CPUs oneDNN's own fp32 GEMM, given a weight
+reordered into its blocked layout once at load time, is about twice as fast (measured on an AMD EPYC with AVX-512,
+2 threads, 512 x 1536 -> 8960: MKL 86 ms, oneDNN with the packed weight 45 ms); on others MKL wins. torch's own
+inductor uses this pair of operators (`mkldnn._reorder_linear_weight`, `mkldnn._linear_pointwise`) for CPU Linear
+layers it freezes; here they replace the decoder's Linear modules directly, without compiling the model.
+`edgeprm.quant.select.fp32_gemm()` measures which engine is faster on this CPU; the torch backend packs only then.
+
+The packed weight replaces the dense one (same bytes), so memory does not grow. The result differs from MKL's by
+float32 summation order only (~1e-7 relative).
+"""
+
+from __future__ import annotations
+
+import torch
+
+BATCH_HINT = 512  # the rows oneDNN packs the weight for (one prefill); any row count runs
+
+
+def available() -> bool:
+    """Whether this torch build has oneDNN's packed fp32 Linear (and it runs here)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        lin, x = torch.nn.Linear(16, 8).requires_grad_(False), torch.randn(3, 16)
+        return bool(torch.allclose(OnednnLinear(lin)(x), lin(x), atol=1e-5))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+
+
+class OnednnLinear(torch.nn.Module):
+    """y = x @ W.T + b on oneDNN, W packed once. For inference (no autograd through the packed weight)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float().contiguous()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(w, BATCH_HINT)
+        self.bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:
+            raise TypeError(f"OnednnLinear runs float32 inputs; got {x.dtype}")
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
+
+    def storage_bytes(self) -> int:
+        """Bytes of the packed weight and the bias (the packed layout holds the same float32 values)."""
+        return 4 * (self.in_features * self.out_features + (0 if self.bias is None else self.out_features))
+
+    def to_linear(self) -> torch.nn.Linear:
+        """The same layer as a plain nn.Linear (dense weight)."""
+        lin = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        lin.requires_grad_(False)
+        lin.weight.copy_(self.packed.to_dense())
+        if self.bias is not None:
+            lin.bias.copy_(self.bias)
+        return lin
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def pack_linears(model: torch.nn.Module, under: str = "layers") -> int:
+    """Replace every float32 nn.Linear below `model.<under>` (the decoder layers; embeddings and heads are left
+    alone) by an OnednnLinear; returns how many were replaced."""
+    root = getattr(model, under, None)
+    if root is None:
+        return 0
+    n = 0
+    for module in list(root.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32 and \
+                    child.weight.device.type == "cpu":
+                setattr(module, child_name, OnednnLinear(child))
+                n += 1
+    return n
+
+
+def unpack_linears(model: torch.nn.Module) -> int:
+    """Turn every OnednnLinear below `model` back into an nn.Linear (before quantizing in place); returns how many."""
+    n = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, OnednnLinear):
+                setattr(module, child_name, child.to_linear())
+                n += 1
+    return n
