@@ -62,6 +62,18 @@ def preferred_cpu_kernel(scheme: str, dtype: torch.dtype = torch.float32) -> str
     return "nf4-dense"
 
 
+def median_seconds(m, x, runs: int = 3) -> float:
+    """Median seconds of `m(x)` over `runs` calls after a warm-up, without autograd."""
+    with torch.inference_mode():
+        m(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            m(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def time_kernel(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE) -> float:
     """Median seconds of one forward of `kernel` on a random layer of `shape` (tokens, in, out)."""
     from edgeprm.quant.modules import build_linear
@@ -74,14 +86,7 @@ def time_kernel(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE)
     m = build_linear(kernel, quantize_weight(cfg.spec.storage, w, cfg.nf4_blocksize), None, (n, k), cfg,
                      torch.device("cpu"))
     x = torch.randn(tokens, k, generator=g).to(dtype)
-    with torch.inference_mode():
-        m(x)
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            m(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(m, x)
 
 
 def _key(scheme: str, dtype: torch.dtype) -> str:
@@ -121,14 +126,7 @@ def time_fp32_gemm(engine: str, shape=PROBE_SHAPE) -> float:
     lin = torch.nn.Linear(k, n).requires_grad_(False)
     m = OnednnLinear(lin) if engine == "onednn" else lin
     x = torch.randn(tokens, k, generator=g)
-    with torch.inference_mode():
-        m(x)
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            m(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_seconds(m, x)
 
 
 @functools.cache
