@@ -2,6 +2,7 @@
 
     python bench/bench_quant.py memory    [--dir D] [--fp32] [--tokens 512]   peak RSS + tok/s, fresh process each
     python bench/bench_quant.py kernels   [--layers 4] [--tokens 512]         per-kernel table on a layer slice
+    python bench/bench_quant.py calibrate [--dir D] [--rows 16]             calibration time + peak RSS at 1.5B
     python bench/bench_quant.py fidelity  [--model M] [--data gsm8k|heldout] [--problems N] [--out D]
                                           Best-of-4 parity vs fp32 on GSM8K or the demo PRM's held-out set
 
@@ -100,6 +101,40 @@ def cmd_memory(args) -> None:
         print(f"{d.name}/model.safetensors: {format_bytes((d / 'model.safetensors').stat().st_size)}")
 
 
+CALIBRATE_CHILD = """
+import json, resource, sys, time
+from edgeprm.quant.calibrate import calibrate, read_rows
+rows, record = read_rows(None, int(sys.argv[3]))
+t = time.perf_counter()
+s = calibrate(sys.argv[1], rows, sys.argv[2], record, progress=False)
+sec = time.perf_counter() - t
+hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"seconds": sec, "peak_rss": hwm, "tokens": s.record["tokens"], "groups": len(s.alphas),
+                  "full_precision": list(s.sensitive())}))
+"""
+
+
+def cmd_calibrate(args) -> None:
+    """The calibrated smoothing of int8 and int4 at the exact 1.5B shape, each in a fresh process: time and peak RSS
+    (the stream holds one full-precision layer and the calibration activations, never the model)."""
+    import subprocess
+
+    src = write_random_value_head(Path(args.dir) / "qwen2.5-1.5b-shape.bf16", 28)
+    print(f"calibration of the Qwen2.5-1.5B shape (random weights, bf16 checkpoint {format_bytes(dir_bytes(src))}), "
+          f"{args.rows} built-in rows, {torch.get_num_threads()} threads, fresh process each\n")
+    print(f"{'scheme':8} {'tokens':>7} {'groups':>7} {'seconds':>8} {'peak RSS':>10}  kept at full precision")
+    for scheme in ("int8", "int4"):
+        out = subprocess.run([sys.executable, "-c", CALIBRATE_CHILD, str(src), scheme, str(args.rows)],
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{scheme:8} {r['tokens']:7d} {r['groups']:7d} {r['seconds']:8.1f} {format_bytes(r['peak_rss']):>10}  "
+              f"{', '.join(r['full_precision']) or '-'}", flush=True)
+
+
+def dir_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in Path(d).rglob("*") if p.is_file())
+
+
 def _time(fn, repeats: int) -> float:
     fn()  # warm-up (bitsandbytes repacks NF4 for its CPU kernel on the first call)
     times = []
@@ -185,6 +220,9 @@ def main() -> None:
     m.add_argument("--tokens", type=int, default=512)
     m.add_argument("--fp32", action="store_true", help="also fp32 (6.7 GB)")
     m.add_argument("--json", action="store_true", help="also each measurement as JSON on stderr")
+    c = sub.add_parser("calibrate")
+    c.add_argument("--dir", default=default_dir)
+    c.add_argument("--rows", type=int, default=16)
     k = sub.add_parser("kernels")
     k.add_argument("--dir", default=default_dir)
     k.add_argument("--layers", type=int, default=4)
@@ -199,7 +237,7 @@ def main() -> None:
                    help="the outlier stress model of the PRM: 4 channels per projection input K times larger")
     f.add_argument("--out", default=os.path.join(default_dir, "fidelity"))
     args = ap.parse_args()
-    {"memory": cmd_memory, "kernels": cmd_kernels, "fidelity": cmd_fidelity}[args.cmd](args)
+    {"memory": cmd_memory, "calibrate": cmd_calibrate, "kernels": cmd_kernels, "fidelity": cmd_fidelity}[args.cmd](args)
 
 
 if __name__ == "__main__":
