@@ -27,7 +27,7 @@ class BenchConfig:
     label: str
     backend: str  # "torch" | "onnx" | "transformers" | "llama.cpp"
     quantization: str | None = None  # torch: "int8" | "int4"; onnx: "none" | "int8" | "int4"; llama.cpp: a GGUF type
-    kernel: str | None = None  # torch quantization kernel
+    kernel: str | None = None  # torch: quantization kernel, or "mkl" | "onednn" for fp32; onnx int8: the method
     dtype: str = "auto"
     peer: bool = False  # not edgeprm: never recommended
 
@@ -48,16 +48,21 @@ class BenchResult:
 
 def configs(peers: bool = False, onnx: bool = True) -> list[BenchConfig]:
     """The configs this machine can run (kernels whose libraries are installed)."""
+    from edgeprm.kernels.cpu_linear import available as onednn_fp32
     from edgeprm.quant.config import QUANT_SCHEMES
     from edgeprm.quant.select import available
 
-    out = [BenchConfig("torch fp32", "torch", dtype="float32"), BenchConfig("torch bf16", "torch", dtype="bfloat16")]
+    out = [BenchConfig("torch fp32", "torch", dtype="float32")]
+    if onednn_fp32():  # the engine the auto choice did not take is shown too: "torch fp32" says which one ran
+        out.append(BenchConfig("torch fp32 mkl", "torch", dtype="float32", kernel="mkl"))
+    out.append(BenchConfig("torch bf16", "torch", dtype="bfloat16"))
     for scheme in ("int8", "int4"):
         for kernel in QUANT_SCHEMES[scheme].cpu_kernels:
             if available(kernel):
                 out.append(BenchConfig(f"torch {scheme} {kernel}", "torch", scheme, kernel))
     if onnx and _importable("onnxruntime") and _importable("onnxscript"):
-        out += [BenchConfig(f"onnx {s if s != 'none' else 'fp32'}", "onnx", s) for s in ("none", "int8", "int4")]
+        out += [BenchConfig("onnx fp32", "onnx", "none"), BenchConfig("onnx int8", "onnx", "int8", "nbits"),
+                BenchConfig("onnx int8 dynamic", "onnx", "int8", "dynamic"), BenchConfig("onnx int4", "onnx", "int4")]
     if peers:
         out += [BenchConfig("transformers fp32", "transformers", dtype="float32", peer=True),
                 BenchConfig("transformers bf16", "transformers", dtype="bfloat16", peer=True)]
@@ -114,8 +119,12 @@ def _worker(spec: dict) -> dict:
         q = QuantConfig(cfg.quantization, cfg.kernel) if cfg.backend == "torch" and cfg.quantization else \
             cfg.quantization
         opts = {"dtype": cfg.dtype} if cfg.backend == "torch" else {}
+        if cfg.backend == "torch" and cfg.quantization is None and cfg.kernel:
+            os.environ["EDGEPRM_FP32_GEMM"] = cfg.kernel
         scorer = edgeprm.load(model, quantization=q, backend=cfg.backend, device="cpu", **opts)
-        kernel = getattr(scorer, "quant_kernel", None)
+        kernel = getattr(scorer, "quant_kernel", None) or getattr(scorer, "fp32_gemm", None)
+        if cfg.backend == "onnx":
+            kernel = cfg.kernel
 
         def run():
             return [r.step_rewards for r in (scorer.score_batch([row])[0] for row in rows)]
@@ -187,23 +196,23 @@ def run_config(cfg: BenchConfig, model: Path, rows: list[dict], repeats: int, ex
 
 # -- artifacts ---------------------------------------------------------------------------------------------------
 def prepare_artifacts(model: Path, work: Path, wanted: list[BenchConfig], log=print) -> dict:
-    """Build (or reuse) what the configs need: ONNX bundles, GGUF files. Returns {"onnx": {scheme: dir},
+    """Build (or reuse) what the configs need: ONNX bundles, GGUF files. Returns {"onnx": {(scheme, int8 method | None): dir},
     "gguf": {type: path}}."""
     out: dict = {"onnx": {}, "gguf": {}}
-    schemes = {c.quantization for c in wanted if c.backend == "onnx"}
+    schemes = {(c.quantization, c.kernel) for c in wanted if c.backend == "onnx"}
     if schemes:
         from edgeprm.backends.onnx import BUNDLE_FILE
         from edgeprm.export.onnx import ExportConfig
 
         fp32 = work / "onnx-fp32"
-        for scheme in ["none", *sorted(schemes - {"none"})]:
-            dst = fp32 if scheme == "none" else work / f"onnx-{scheme}"
+        for scheme, method in [("none", None), *sorted(schemes - {("none", None)}, key=str)]:
+            dst = fp32 if scheme == "none" else work / "-".join(["onnx", scheme, *([method] if method else [])])
             if not (dst / BUNDLE_FILE).is_file():
                 t = time.perf_counter()
                 src = model if scheme == "none" else fp32
-                _export_in_subprocess(src, dst, ExportConfig(scheme))
+                _export_in_subprocess(src, dst, ExportConfig(scheme, int8_method=method or "nbits"))
                 log(f"  exported {dst.name} in {time.perf_counter() - t:.0f} s")
-            out["onnx"][scheme] = dst
+            out["onnx"][scheme, method] = dst
     kinds = {c.quantization for c in wanted if c.backend == "llama.cpp"}
     if kinds:
         from edgeprm.perf.gguf import quantize_gguf, write_gguf
@@ -222,7 +231,7 @@ def prepare_artifacts(model: Path, work: Path, wanted: list[BenchConfig], log=pr
 
 def _export_in_subprocess(src: Path, dst: Path, cfg) -> None:
     code = ("import sys; from edgeprm.export.onnx import ExportConfig, export; "
-            f"export(sys.argv[1], sys.argv[2], ExportConfig({cfg.quantization!r}))")
+            f"export(sys.argv[1], sys.argv[2], ExportConfig({cfg.quantization!r}, int8_method={cfg.int8_method!r}))")
     proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"exporting {src} -> {dst} failed:\n{proc.stderr[-2000:]}")
@@ -297,7 +306,7 @@ def run(model: Path | None, shape: str, layers: int | None, tokens: int, traject
         f"{torch.get_num_threads()} threads, best of {repeats}; each config in a fresh process\n")
     results = []
     for cfg in wanted:
-        target = artifacts["onnx"].get(cfg.quantization, model) if cfg.backend == "onnx" else model
+        target = artifacts["onnx"].get((cfg.quantization, cfg.kernel), model) if cfg.backend == "onnx" else model
         t = time.perf_counter()
         results.append(run_config(cfg, Path(target), rows, repeats, {"gguf": {k: str(v) for k, v in
                                                                                 artifacts["gguf"].items()}}))
