@@ -196,8 +196,8 @@ def run_config(cfg: BenchConfig, model: Path, rows: list[dict], repeats: int, ex
 
 # -- artifacts ---------------------------------------------------------------------------------------------------
 def prepare_artifacts(model: Path, work: Path, wanted: list[BenchConfig], log=print) -> dict:
-    """Build (or reuse) what the configs need: ONNX bundles, GGUF files. Returns {"onnx": {(scheme, int8 method | None): dir},
-    "gguf": {type: path}}."""
+    """Build (or reuse) what the configs need: ONNX bundles, GGUF files. Returns
+    {"onnx": {(scheme, int8 method | None): dir}, "gguf": {type: path}}."""
     out: dict = {"onnx": {}, "gguf": {}}
     schemes = {(c.quantization, c.kernel) for c in wanted if c.backend == "onnx"}
     if schemes:
