@@ -106,6 +106,21 @@ OPEN = {("heldout", "int4"): "NF4: decisive top-1 0.935 < 0.97",
 MARGINAL = {("stress", "int4")}  # within one pick of its bar: may pass on another CPU's kernels
 
 
+def seven_bit_int8() -> bool:
+    """Whether torch int8 runs with 7-bit activations here: its kernel (fbgemm or oneDNN) saturates the u8*s8 dot
+    product on this CPU (AVX2 without VNNI), so `reduce_range` halves the activation grid."""
+    from edgeprm.quant.modules import int8_dot_saturates
+    from edgeprm.quant.select import cpu_kernel
+
+    kernel = cpu_kernel("int8")
+    return kernel in ("fbgemm", "onednn") and int8_dot_saturates(kernel)
+
+
+if seven_bit_int8():  # measured with reduce_range forced on an AVX-512 CPU: held-out mean 4.97e-3, stress 3.59e-3
+    OPEN.update({("heldout", "int8"): "7-bit activations: mean step |delta| 5.0e-3 > 2 x bf16's 1.3e-3",
+                 ("stress", "int8"): "7-bit activations: mean step |delta| 3.6e-3 > 2 x bf16's 1.3e-3"})
+
+
 def _case(data: str, label: str):
     marks = [pytest.mark.xfail(reason=OPEN[data, label], strict=(data, label) not in MARGINAL)] \
         if (data, label) in OPEN else []
