@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 HUB_PATTERNS = ["*.json", "*.safetensors", REWARD_HEAD_FILE, "*.model", "*.txt", "*.jinja"]
-DEMO_MODEL_DIR = Path(__file__).parent / "assets" / "demo-prm"
+ASSETS = Path(__file__).resolve().parent / "assets"  # the files that ship with the package
+DEMO_MODEL_DIR = ASSETS / "demo-prm"
 
 
 def default_model_dir() -> Path:

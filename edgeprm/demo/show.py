@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from edgeprm.loading import ASSETS
 from edgeprm.rows import group_rows, read_jsonl
 from edgeprm.stats import best_index
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 EXAMPLES = ASSETS / "demo_examples.jsonl"
 DOUBT = 0.5  # a step with a reward below this is one the model doubts
 EXAMPLES_SEED = 2_024  # data seed of the bundled examples (below the training seeds, like every held-out seed)

@@ -33,10 +33,12 @@ from pathlib import Path
 
 import torch
 
+from edgeprm.loading import ASSETS
+
 ALPHAS = (0.0, 0.25, 0.5, 0.65, 0.8)
 SAMPLE_TOKENS = 512  # activation rows kept per group for the alpha search
 DEFAULT_ROWS = 16  # built-in calibration set: synthetic problems of the demo generator
-BUILTIN = Path(__file__).resolve().parent.parent / "assets" / "calibration.jsonl"
+BUILTIN = ASSETS / "calibration.jsonl"
 SENSITIVE_RATIO = 3.0  # a group this many times the median group's error stays at full precision...
 SENSITIVE_BUDGET = 0.10  # ...within this share of the Linear weights
 # projection group: (the module whose input is observed, the tensors it feeds, what produces the activation)
