@@ -24,11 +24,14 @@ BUNDLE_SCHEMES = ("none", *QUANT_SCHEMES)  # an ONNX bundle's weights; "none" = 
 # Options only one backend has: setting one for the other backend is an error that names it.
 # Options of one family (token-prob's step tag and token pair): an error for a model of another family.
 FAMILY_OPTIONS = tuple(dict.fromkeys(n for f in REGISTRY.values() for n in f.option_names))
-BACKEND_ONLY = {"dtype": "torch", "revision": "torch", "threads": "onnx"}
+BACKEND_ONLY = {"dtype": "torch", "revision": "torch", "threads": "onnx", "chunk_tokens": "torch",
+                "share_prefix": "torch"}
 _UNSUPPORTED_WHY = {
     "dtype": "an ONNX bundle computes in the precision it was exported with (pick a bundle instead)",
     "revision": "an ONNX bundle is a local directory (export the revision you want)",
     "threads": "the torch backend uses torch's own thread pool (call torch.set_num_threads)",
+    "chunk_tokens": "an ONNX bundle runs each batch in one call (it has no KV cache inputs yet)",
+    "share_prefix": "an ONNX bundle runs each batch in one call (it has no KV cache inputs yet)",
 }
 
 
@@ -52,6 +55,9 @@ class ScorerConfig:
     split: separator of a solution string's steps. step_tag, good_token, bad_token: token-prob options.
     token_budget: padded tokens per forward batch; max_batch_size: trajectories per batch; padding_side.
     revision (torch): hub revision. threads (onnx): onnxruntime intra-op threads (None = one per core).
+    chunk_tokens (torch): sequences longer than this are prefilled in chunks of this many tokens, so that peak
+        activation memory stays bounded (None = 1024 on CPU, 4096 on GPU; 0 = never chunk).
+    share_prefix (torch): candidates of one problem compute their shared prompt once (None = on).
     """
 
     quantization: str | QuantConfig | None = None
@@ -72,6 +78,8 @@ class ScorerConfig:
     padding_side: str = "right"
     revision: str | None = None
     threads: int | None = None
+    chunk_tokens: int | None = None
+    share_prefix: bool | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -111,6 +119,12 @@ class ScorerConfig:
             raise ValueError(f"padding_side must be one of {PADDING_SIDES}; got {self.padding_side!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None; got {self.threads!r}")
+        if self.chunk_tokens is not None and (isinstance(self.chunk_tokens, bool) or not isinstance(
+                self.chunk_tokens, int) or self.chunk_tokens < 0):
+            raise ValueError(f"chunk_tokens must be a non-negative integer (0 = never chunk) or None; got "
+                             f"{self.chunk_tokens!r}")
+        if self.share_prefix is not None and not isinstance(self.share_prefix, bool):
+            raise ValueError(f"share_prefix must be True, False or None; got {self.share_prefix!r}")
 
     def _check_quantization(self) -> None:
         q = self.quantization

@@ -211,6 +211,14 @@ class ScorerBase:
         results = self.score_batch(trajs)
         return best_index([r.score for r in results]), results
 
+    def session(self, problem: str, steps=(), id: str | None = None):
+        """A KV-cached step-by-step session (`edgeprm.session`): the torch backend's."""
+        raise NotImplementedError(f"{type(self).__name__} scores whole trajectories only: KV-cached sessions need "
+                                  "the torch backend (edgeprm.load(model, backend='torch'))")
+
+    def extend(self, sessions, texts):
+        return self.session("")
+
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped by length so that batch_size x longest <= token_budget (a longer one goes alone)."""
         return length_buckets(lengths, self.token_budget, self.max_batch_size)
