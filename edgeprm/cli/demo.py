@@ -9,7 +9,7 @@ def run(args) -> int:
     from edgeprm.demo.show import run_demo
 
     run_demo(args.model, Path(args.examples), args.problems, args.candidates, args.seed, args.device,
-             Path(args.plot) if args.plot else None)
+             Path(args.plot) if args.plot else None, args.search_problems if args.search else 0)
     return 0
 
 
@@ -25,4 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--candidates", type=int, default=4, help="candidate solutions per held-out problem")
     p.add_argument("--seed", type=int, default=None, help="held-out data seed (default: the evaluation seed)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--search", action="store_true",
+                   help="also run step-level beam search (KV-cached sessions) against Best-of-N at equal PRM budget")
+    p.add_argument("--search-problems", type=int, default=100, help="held-out problems for --search")
     p.add_argument("--plot", metavar="FILE.png", default=None, help="also draw step-reward curves of the examples")

@@ -5,6 +5,8 @@
    the model doubts (reward < 0.5) and the candidate it would pick.
 2. Best-of-N on held-out synthetic problems (a data seed never used in training): accuracy of the PRM's pick against
    a random pick and a majority vote over final answers.
+3. With `--search`: step-level beam search against Best-of-N on held-out problems, accuracy and backbone tokens
+   (`edgeprm.demo.search`).
 
 `--plot FILE.png` also draws the step-reward curves of the example solutions (needs matplotlib: `pip install
 "edgeprm[plot]"`). `--model` runs the same demo with another step-classifier checkpoint. The command's flags are in
@@ -138,7 +140,7 @@ def plot_examples(rows: list[dict], results, path: Path) -> None:
 
 
 def run_demo(model=None, examples: Path = EXAMPLES, problems: int = 500, candidates: int = 4, seed: int | None = None,
-             device: str = "cpu", plot: Path | None = None) -> None:
+             device: str = "cpu", plot: Path | None = None, search: int = 0) -> None:
     """Print the demo (see the module docstring); `model` None = the bundled demo PRM."""
     import edgeprm
     from edgeprm.demo.evaluate import HELDOUT_SEED, evaluate
@@ -167,5 +169,10 @@ def run_demo(model=None, examples: Path = EXAMPLES, problems: int = 500, candida
         seed = HELDOUT_SEED if seed is None else seed
         f = evaluate(scorer, problems, seed, candidates, progress=sys.stderr.isatty())
         print(format_best_of_n(f, seed))
+    if search > 0:
+        from edgeprm.demo.search import compare, format_figures
+
+        seed = HELDOUT_SEED if seed is None else seed
+        print("\n" + format_figures(compare(scorer, search, seed=seed, progress=sys.stderr.isatty()), search))
     print(f"\n({time.perf_counter() - t0:.1f} s; full held-out figures against the bars: python -m "
           "edgeprm.demo.evaluate)")
