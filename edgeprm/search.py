@@ -107,7 +107,8 @@ def beam_search(propose: Proposer, scorer, problem: str, *, beam_width: int = 4,
         for beam in beams:
             nexts = _proposals(propose, problem, beam.steps, expansions)
             if not nexts:
-                finished.append((beam, True))
+                if beam.steps:
+                    finished.append((beam, True))
                 continue
             for text in nexts:
                 key = beam.steps + (text,)

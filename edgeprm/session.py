@@ -236,6 +236,8 @@ def _extend(scorer, sessions: Sequence[Session], new_steps: Sequence[list[str]])
     for s in sessions:
         if not isinstance(s, Session) or s.scorer is not scorer:
             raise ValueError("extend takes sessions of this scorer (scorer.session(problem))")
+    if len({id(s) for s in sessions}) != len(sessions):
+        raise ValueError("extend got the same session twice; fork() it for a second branch")
     encoded = [scorer.encoder.encode(s._trajectory(s.steps + tuple(new)), scorer.truncate)
                for s, new in zip(sessions, new_steps)]
     plans = [plan(s._view, s._rows, e, final=False) for s, e in zip(sessions, encoded)]

@@ -217,7 +217,8 @@ class ScorerBase:
                                   "the torch backend (edgeprm.load(model, backend='torch'))")
 
     def extend(self, sessions, texts):
-        return self.session("")
+        """One new step for each session in one batched forward: the torch backend's."""
+        ScorerBase.session(self, "")
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped by length so that batch_size x longest <= token_budget (a longer one goes alone)."""

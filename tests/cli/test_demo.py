@@ -29,3 +29,12 @@ def test_demo_with_another_model_must_be_a_step_classifier(checkpoints, capsys):
     assert main(["demo", "--model", str(checkpoints["value-head"]), "--problems", "0"]) == 2
     assert "the demo needs a step-classifier PRM" in capsys.readouterr().err
     assert main(["demo", "--model", str(checkpoints["step-classifier"]), "--problems", "0"]) == 0  # any classifier
+
+
+def test_demo_search_prints_beam_search_against_best_of_n(capsys):
+    assert main(["demo", "--problems", "0", "--search", "--search-problems", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("  ") and "%" in line]
+    names = [r.split("  ")[1].strip() for r in rows]
+    assert names[:3] == ["beam search 4x4 (sessions)", "beam search 4x4 (re-scoring)", "best-of-16"]
+    assert "random pick" in out and "backbone tokens/problem" in out
