@@ -54,3 +54,17 @@ def test_best_of_n_and_limits(scorers):
         beam_search(lambda p, s, n: [], scorer, problem)
     with pytest.raises(ValueError, match="empty or non-string step at index 1"):
         beam_search(lambda p, s, n: ["ok", ""], scorer, problem)
+
+
+def test_beam_search_without_cache_runs_on_the_onnx_backend(bundle, scorers):
+    import edgeprm
+
+    onnx = edgeprm.load(bundle("step-classifier"), backend="onnx")
+    propose = tree_proposer(random.randrange(10**6), depth=3)
+    problem = "Ben has 9 packs of 6 cards. How many cards?"
+    with pytest.raises(NotImplementedError, match="need the torch backend"):
+        beam_search(propose, onnx, problem)
+    a = beam_search(propose, onnx, problem, beam_width=2, expansions=2, cache=False)
+    b = beam_search(propose, scorers["step-classifier"], problem, beam_width=2, expansions=2)
+    assert a.steps == b.steps and abs(a.score - b.score) <= 1e-4
+    assert a.backbone_tokens > b.backbone_tokens > 0

@@ -224,17 +224,17 @@ class OnnxScorer(ScorerBase):
 
     def __init__(self, session, bundle: Bundle, encoder: Encoder, config: ScorerConfig, pad_id: int = 0):
         super().__init__(encoder, config, bundle.path, bundle.quantization, pad_id)
-        self.session, self.bundle = session, bundle
+        self.ort_session, self.bundle = session, bundle
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return self.ort_session.get_providers()
 
     def rewards(self, input_ids: np.ndarray, attention_mask: np.ndarray, step_positions: np.ndarray,
                 final_positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the graph: int64 [B, T], [B, T], [B, S], [B] -> step_rewards [B, S], trajectory_reward [B] (fp32)."""
         feeds = dict(zip(INPUT_NAMES, (input_ids, attention_mask, step_positions, final_positions)))
-        steps, traj = self.session.run(list(OUTPUT_NAMES), feeds)
+        steps, traj = self.ort_session.run(list(OUTPUT_NAMES), feeds)
         return steps, traj
 
     def _score_group(self, group: Sequence[Encoded]) -> list[dict]:
