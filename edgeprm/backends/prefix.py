@@ -25,6 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
+# New tokens per batch row when several items continue one cached view (see `pack_rows`): enough for a beam's
+# expansions side by side; longer continuations get a row each, so masked-out attention stays a small share.
+PACK_TOKENS = 256
+
 
 @dataclass(eq=False)
 class Span:
@@ -96,27 +100,66 @@ def _cache_keyword(forward) -> str:
 
 
 def _padded_past(views: Sequence[Cached], num_layers: int):
-    """Per layer, the views' keys and values left-padded with zeros to the longest: [B, kv_heads, P, head_dim]."""
+    """Per layer, the views' keys and values left-padded with zeros to the longest: [B, kv_heads, P, head_dim].
+
+    Views of the same spans (a beam's expansions) are concatenated once and copied into each of their rows."""
     p = max(v.length for v in views)
     if p == 0:
         return None
-    chains = [v.chain() for v in views]
-    ref = next(c for c in chains if c)[0].kv
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b, view in enumerate(views):
+        if view.length:
+            groups.setdefault((id(view.tip), view.length), []).append(b)
+    chains = {key: views[rows[0]].chain() for key, rows in groups.items()}
+    k0, v0 = next(iter(chains.values()))[0].kv[0]
     layers = []
     for layer in range(num_layers):
-        k0, v0 = ref[layer]
         keys = k0.new_zeros((len(views), k0.shape[1], p, k0.shape[3]))
         values = v0.new_zeros((len(views), v0.shape[1], p, v0.shape[3]))
-        for b, (view, chain) in enumerate(zip(views, chains)):
-            at = p - view.length
-            for span in chain:
-                k, v = span.kv[layer]
-                n = k.shape[2]
-                keys[b, :, at : at + n] = k[0]
-                values[b, :, at : at + n] = v[0]
-                at += n
+        for key, rows in groups.items():
+            chain = chains[key]
+            k = torch.cat([span.kv[layer][0] for span in chain], dim=2) if len(chain) > 1 else chain[0].kv[layer][0]
+            v = torch.cat([span.kv[layer][1] for span in chain], dim=2) if len(chain) > 1 else chain[0].kv[layer][1]
+            n = k.shape[2]
+            keys[rows, :, p - n :] = k
+            values[rows, :, p - n :] = v
         layers.append((keys, values))
     return layers
+
+
+def _dynamic_cache(backbone, past):
+    """A transformers DynamicCache holding `past` (per layer [B, kv_heads, P, head_dim]) without copying it (the
+    constructor's own `update` would concatenate every layer onto an empty tensor)."""
+    from transformers import DynamicCache
+
+    if past is None:
+        return DynamicCache(config=backbone.config)
+    cache = DynamicCache(ddp_cache_data=[(k[:, :, :0], v[:, :, :0]) for k, v in past])
+    for layer, (k, v) in zip(cache.layers, past):
+        layer.keys, layer.values = k, v
+    assert cache.get_seq_length() == past[0][0].shape[2], "DynamicCache layers hold .keys and .values"
+    return cache
+
+
+def pack_rows(views: Sequence[Cached], lengths: Sequence[int], pack_tokens: int = PACK_TOKENS) -> list[list[int]]:
+    """Items with new tokens grouped into batch rows: items continuing the same view share a row (their new tokens
+    side by side, each attending to the view and to itself) up to `pack_tokens` new tokens a row."""
+    rows: list[list[int]] = []
+    tokens: list[int] = []
+    open_row: dict[tuple[int, int], int] = {}
+    for i, (view, n) in enumerate(zip(views, lengths)):
+        if n == 0:
+            continue
+        key = (id(view.tip), view.length)
+        r = open_row.get(key)
+        if r is not None and tokens[r] + n <= pack_tokens:
+            rows[r].append(i)
+            tokens[r] += n
+        else:
+            open_row[key] = len(rows)
+            rows.append([i])
+            tokens.append(n)
+    return rows
 
 
 def forward_cached(backbone, views: Sequence[Cached], new_ids: Sequence[Sequence[int]],
@@ -124,52 +167,68 @@ def forward_cached(backbone, views: Sequence[Cached], new_ids: Sequence[Sequence
                    ) -> tuple[list[Cached], list[dict[int, torch.Tensor]]]:
     """Run the backbone over each view's new tokens, attending to its cached ones, in one batch.
 
-    views[b] is row b's cached prefix, new_ids[b] the tokens that follow it, want[b] the absolute positions (in
-    [views[b].length, views[b].length + len(new_ids[b]))) whose final hidden rows [H] to return. New tokens are fed
-    `chunk_tokens` at a time (None: all at once). Returns the views extended by the new tokens (a new span each)
-    and, per row, {position: hidden row}. A row with no new tokens keeps its view.
+    views[i] is item i's cached prefix, new_ids[i] the tokens that follow it, want[i] the absolute positions (in
+    [views[i].length, views[i].length + len(new_ids[i]))) whose final hidden rows [H] to return. Items that
+    continue the same view (a beam's expansions, a problem's candidates) share one batch row and one copy of the
+    view's keys and values (`pack_rows`); a 4-D mask keeps each item to the view and its own tokens, so every
+    hidden state equals that of the item run alone. New tokens are fed `chunk_tokens` columns at a time (None: all
+    at once). Returns the views extended by their new tokens (a new span each) and, per item, {position: row}.
     """
-    from transformers import DynamicCache
-
-    b = len(views)
-    starts = [v.length for v in views]
     lengths = [len(n) for n in new_ids]
-    n_max = max(lengths, default=0)
-    if n_max == 0:
-        return list(views), [{} for _ in views]
-    wanted = [{p - s for p in w} for w, s in zip(want, starts)]  # relative to each row's first new token
-    p_max = max(starts)
+    rows = pack_rows(views, lengths)
+    out_views, out_rows = list(views), [{} for _ in views]
+    if not rows:
+        return out_views, out_rows
+    starts = [views[r[0]].length for r in rows]  # each row's cached length
+    offset = {}  # item -> (row, column of its first new token)
+    widths = []
+    for r, items in enumerate(rows):
+        col = 0
+        for i in items:
+            offset[i] = (r, col)
+            col += lengths[i]
+        widths.append(col)
+    b, n_max, p_max = len(rows), max(widths), max(starts)
     ids = torch.zeros((b, n_max), dtype=torch.long)
-    mask = torch.zeros((b, p_max + n_max), dtype=torch.long)
-    for r, (s, n, toks) in enumerate(zip(starts, lengths, new_ids)):
-        ids[r, :n] = torch.tensor(list(toks), dtype=torch.long)
-        mask[r, p_max - s : p_max + n] = 1
-    positions = torch.tensor(starts).unsqueeze(1) + torch.arange(n_max).unsqueeze(0)
-    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-    num_layers = backbone.config.num_hidden_layers
-    past = _padded_past(views, num_layers)
-    cache = DynamicCache(config=backbone.config) if past is None else DynamicCache(ddp_cache_data=past)
+    positions = torch.zeros((b, n_max), dtype=torch.long)
+    first = torch.arange(n_max).repeat(b, 1)  # per column, the column of its item's first token (pads: itself)
+    for i, (r, col) in offset.items():
+        n = lengths[i]
+        ids[r, col : col + n] = torch.tensor(list(new_ids[i]), dtype=torch.long)
+        positions[r, col : col + n] = starts[r] + torch.arange(n)
+        first[r, col : col + n] = col
+    past_mask = torch.zeros((b, p_max), dtype=torch.bool)
+    for r, s in enumerate(starts):
+        past_mask[r, p_max - s :] = True
+    ids, positions, first, past_mask = ids.to(device), positions.to(device), first.to(device), past_mask.to(device)
+    cache = _dynamic_cache(backbone, _padded_past([views[r[0]] for r in rows], backbone.config.num_hidden_layers))
     keyword = _cache_keyword(type(backbone).forward)
-    step = n_max if not chunk_tokens else chunk_tokens
-    rows: list[dict[int, torch.Tensor]] = [{} for _ in views]
+    wanted: dict[tuple[int, int], int] = {}  # (row, column) -> item
+    for i, w in enumerate(want):
+        if lengths[i]:
+            r, col = offset[i]
+            for p in w:
+                wanted[r, col + p - views[i].length] = i
+    step = chunk_tokens or n_max
     with torch.inference_mode():
         for c0 in range(0, n_max, step):
             c1 = min(n_max, c0 + step)
-            out = backbone(input_ids=ids[:, c0:c1], attention_mask=mask[:, : p_max + c1],
-                           position_ids=positions[:, c0:c1], use_cache=True, **{keyword: cache})
+            q = torch.arange(c0, c1, device=device)
+            k = torch.arange(c1, device=device)
+            own = (k[None, None, :] >= first[:, c0:c1, None]) & (k[None, None, :] <= q[None, :, None])
+            mask = torch.cat([past_mask[:, None, :].expand(b, c1 - c0, p_max), own], dim=-1)[:, None]
+            out = backbone(input_ids=ids[:, c0:c1], attention_mask=mask, position_ids=positions[:, c0:c1],
+                           use_cache=True, **{keyword: cache})
             hidden = out.last_hidden_state
-            for r in range(b):
-                for rel in sorted(q for q in wanted[r] if c0 <= q < min(c1, lengths[r])):
-                    rows[r][starts[r] + rel] = hidden[r, rel - c0].clone()
+            for (r, col), i in wanted.items():
+                if c0 <= col < c1:
+                    out_rows[i][views[i].length + col - offset[i][1]] = hidden[r, col - c0].clone()
             del out, hidden
-        new_views = []
-        for r, (view, s, n) in enumerate(zip(views, starts, lengths)):
-            if n == 0:
-                new_views.append(view)
-                continue
-            kv = tuple((layer.keys[r : r + 1, :, p_max : p_max + n].clone(),
-                        layer.values[r : r + 1, :, p_max : p_max + n].clone()) for layer in cache.layers)
+        for i, (r, col) in offset.items():
+            n, s = lengths[i], starts[r]
+            kv = tuple((layer.keys[r : r + 1, :, p_max + col : p_max + col + n].clone(),
+                        layer.values[r : r + 1, :, p_max + col : p_max + col + n].clone()) for layer in cache.layers)
+            view = views[i]
             parent = None if view.tip is None else view.tip.narrowed(s)
-            tip = Span(parent, s, tuple(new_ids[r]), kv)
-            new_views.append(Cached(tip, s + n, view.ids + tuple(new_ids[r])))
-    return new_views, rows
+            out_views[i] = Cached(Span(parent, s, tuple(new_ids[i]), kv), s + n, view.ids + tuple(new_ids[i]))
+    return out_views, out_rows
