@@ -8,7 +8,8 @@ a partial solution (sampled from an LLM, say), or an empty list when `steps` is 
 
 `beam_search` keeps the `beam_width` best partial solutions; each iteration asks for `expansions` next steps per
 beam and scores all of them in one batched call. With `cache=True` (the torch backend) every beam is a KV-cached
-session (`edgeprm.session`) and its expansions are forks of it, so a step costs the backbone its own tokens only;
+session (`edgeprm.backends.session`) and its expansions are forks of it, so a step costs the backbone its own tokens
+only;
 `cache=False` re-scores every partial solution from its first token, as a search loop without sessions does (and
 as the ONNX backend must). `best_of_n` samples `n` whole solutions step by step from the same proposer and picks
 the best (its candidates share their prompt's computation). Both report the backbone tokens they spent, so two

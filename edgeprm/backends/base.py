@@ -212,7 +212,7 @@ class ScorerBase:
         return best_index([r.score for r in results]), results
 
     def session(self, problem: str, steps=(), id: str | None = None):
-        """A KV-cached step-by-step session (`edgeprm.session`): the torch backend's."""
+        """A KV-cached step-by-step session (`edgeprm.backends.session`): the torch backend's."""
         raise NotImplementedError(f"{type(self).__name__} scores whole trajectories only: KV-cached sessions need "
                                   "the torch backend (edgeprm.load(model, backend='torch'))")
 

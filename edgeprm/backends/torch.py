@@ -108,10 +108,11 @@ class Scorer(ScorerBase):
     def share_prefix(self) -> bool:
         return self.config.share_prefix is not False
 
-    # -- KV-cached scoring (edgeprm.session) ----------------------------------------------------------------------
+    # -- KV-cached scoring (edgeprm.backends.session) --------------------------------------------------------------
     def session(self, problem: str, steps=(), id: str | None = None):
-        """A step-by-step scoring session for `problem` (`edgeprm.session.Session`), with `steps` already added."""
-        from edgeprm.session import Session
+        """A step-by-step scoring session for `problem` (`edgeprm.backends.session.Session`), `steps` already
+        added."""
+        from edgeprm.backends.session import Session
 
         s = Session(self, problem, id)
         if isinstance(steps, str):
@@ -122,13 +123,13 @@ class Scorer(ScorerBase):
 
     def extend(self, sessions, texts) -> list[float | None]:
         """One new step for each session in one batched forward (one call per search iteration); each reward."""
-        from edgeprm.session import extend
+        from edgeprm.backends.session import extend
 
         return extend(self, sessions, texts)
 
     def score_prepared(self, items, progress: bool = False):
         """As `ScorerBase.score_prepared`; candidates of one problem compute their shared prompt once."""
-        from edgeprm.session import score_encoded, shared_prompts
+        from edgeprm.backends.session import score_encoded, shared_prompts
 
         groups = shared_prompts(items) if self.share_prefix and len(items) > 1 else []
         if not groups:
@@ -164,7 +165,7 @@ class Scorer(ScorerBase):
     def _score_group(self, group: Sequence[Encoded]) -> list[dict]:
         chunk = self.chunk_tokens
         if chunk is not None and max(len(e.ids) for e in group) > chunk:
-            from edgeprm.session import score_encoded
+            from edgeprm.backends.session import score_encoded
 
             return score_encoded(self, group)  # chunked prefill through the KV cache
         batch = self.pad(group)

@@ -44,7 +44,11 @@ def test_fp32_scorer_matches_the_golden_scores(golden_model):
                                                                        y["step_rewards"] + [y["score"]]))
     assert worst <= 1e-5, worst
     r = compare(ref, rows)
-    assert r.complete and r.top1_agreement == 1.0 and r.reference_bon_accuracy == r.bon_accuracy
+    # Picks may change only at ties within fp32 noise: the random golden model has a group whose best two
+    # candidates differ by 3e-8, where a shared prompt computed once (or any other batch shape) breaks the tie.
+    assert r.complete and (r.max_changed_margin or 0.0) <= 1e-5, r.top1_changes
+    n, agree = r.decisive(1e-5)
+    assert n >= 30 and agree == 1.0  # 38 of the 50 groups have a margin over 1e-5
 
 
 @pytest.mark.parametrize(("scheme", "kernel"), PATHS)

@@ -199,9 +199,9 @@ class Session:
             self._view, self._rows, self._encoded = Cached(), {}, None
             return
         self._encoded = self.scorer.encoder.encode(self._trajectory(self._steps), self.scorer.truncate)
-        p = plan(self._view, self._rows, self._encoded, final=False)
-        assert not p.new, "a rollback only drops tokens"
-        self._view, self._rows = p.view, p.rows
+        # Usually this only drops tokens; where the last kept step's final token had merged with what followed
+        # (a value-head seam), that token is recomputed as the shorter text tokenizes it.
+        (self._view, self._rows), = run(self.scorer, [plan(self._view, self._rows, self._encoded, final=False)])
 
     def finish(self, response: str | None = None) -> ScoreResult:
         """The whole trajectory's result, equal to `scorer.score(problem, steps, response)`. The session is left
