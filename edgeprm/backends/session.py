@@ -98,32 +98,77 @@ def run(scorer, plans: Sequence[_Plan]) -> list[tuple[Cached, dict[int, torch.Te
 
 def read(scorer, encoded: Encoded, rows: dict[int, torch.Tensor], final: bool) -> dict:
     """`group_results` fields of one encoded trajectory from its hidden rows (the fused step head, packed)."""
-    scored = encoded.scored_positions
-    fpos = encoded.final_position if final else None
-    if not scored:
-        return group_results([encoded], [[]], [math.nan], [math.nan])[0] | {"trajectory_reward": None}
-    x = torch.stack([rows[p] for p in scored] + ([rows[fpos]] if fpos is not None else []))
-    s, dev = len(scored), x.device
+    return read_many(scorer, [encoded], [rows], final)[0]
+
+
+def read_many(scorer, encoded: Sequence[Encoded], rows: Sequence[dict[int, torch.Tensor]], final: bool) -> list[dict]:
+    """`read` for many trajectories in one launch of the fused step head: their rows packed one after another.
+
+    Without `final` no trajectory reward is read (partial solutions: only the step rewards are used)."""
+    out: list[dict | None] = [None] * len(encoded)
+    xs, positions, offsets, finals, seqs, kept = [], [], [0], [], [0], []
+    for i, (e, r) in enumerate(zip(encoded, rows)):
+        scored = e.scored_positions
+        if not scored:
+            out[i] = group_results([e], [[]], [math.nan], [math.nan])[0] | {"trajectory_reward": None}
+            continue
+        fpos = (e.final_position if e.final_position is not None else scored[-1]) if final else None
+        xs += [r[p] for p in scored] + ([r[fpos]] if fpos is not None else [])
+        positions += range(len(scored))
+        offsets.append(offsets[-1] + len(scored))
+        if fpos is not None:
+            finals.append(len(scored))
+        seqs.append(len(xs))
+        kept.append(i)
+    if not kept:
+        return out
+    x = torch.stack(xs)
 
     def ints(values):
-        return torch.tensor(values, dtype=torch.int32, device=dev)
+        return torch.tensor(values, dtype=torch.int32, device=x.device)
 
-    steps, traj, scores = step_head(x, ints(list(range(s))), ints([0, s]), scorer.head, scorer.aggregation,
-                                    scorer.alpha, final_positions=ints([s]) if fpos is not None else None,
-                                    seq_offsets=ints([0, len(x)]))
-    return group_results([encoded], [steps.cpu().tolist()], traj.cpu().tolist(), scores.cpu().tolist())[0]
+    steps, traj, scores = step_head(x, ints(positions), ints(offsets), scorer.head, scorer.aggregation,
+                                    scorer.alpha, final_positions=ints(finals) if final else None,
+                                    seq_offsets=ints(seqs))
+    steps, traj, scores = steps.cpu().tolist(), traj.cpu().tolist(), scores.cpu().tolist()
+    group = [encoded[i] for i in kept]
+    per = [steps[a:b] for a, b in zip(offsets, offsets[1:])]
+    for i, r in zip(kept, group_results(group, per, traj, scores)):
+        out[i] = r
+    return out
 
 
 def score_encoded(scorer, group: Sequence[Encoded], prefix: int = 0) -> list[dict]:
     """Whole trajectories through the cache: the first `prefix` tokens (shared by all of `group`) computed once,
     then every continuation batched against them, each prefilled in chunks. `group_results` dicts, in order."""
-    view, rows = Cached(), {}
-    if prefix:
-        shared = group[0].ids[:prefix]
-        want = {p for e in group for p in needed_positions(e, True) if p < prefix}
-        (view, rows), = run(scorer, [_Plan(view, rows, tuple(shared), want)])
-    done = run(scorer, [plan(view, rows, e, final=True) for e in group])
-    return [read(scorer, e, r, final=True) for e, (_, r) in zip(group, done)]
+    return score_groups(scorer, [(group, prefix)])[0]
+
+
+def score_groups(scorer, groups: Sequence[tuple[Sequence[Encoded], int]]) -> list[list[dict]]:
+    """`score_encoded` for many groups at once: every group's shared prefix in one batched run, then every
+    continuation in another, so small groups still fill the token budget."""
+    prefixes = [_Plan(Cached(), {}, tuple(g[0].ids[:n]) if n else (),
+                      {p for e in g for p in needed_positions(e, True) if p < n}) for g, n in groups]
+    roots = run(scorer, prefixes)
+    plans = [plan(view, rows, e, final=True) for (g, _), (view, rows) in zip(groups, roots) for e in g]
+    results = iter(read_many(scorer, [e for g, _ in groups for e in g], [r for _, r in run(scorer, plans)], True))
+    return [[next(results) for _ in g] for g, _ in groups]
+
+
+def waves(groups: Sequence[tuple[list[int], int]], lengths: Sequence[int], tokens: int) -> list[list]:
+    """Consecutive groups whose trajectories hold at most `tokens` tokens together (a group alone may hold more),
+    so that the cached prefixes of one wave bound the memory of shared-prompt scoring."""
+    out, cur, n = [], [], 0
+    for g in groups:
+        size = sum(lengths[i] for i in g[0])
+        if cur and n + size > tokens:
+            out.append(cur)
+            cur, n = [], 0
+        cur.append(g)
+        n += size
+    if cur:
+        out.append(cur)
+    return out
 
 
 def shared_prompts(items: Sequence, min_tokens: int = MIN_SHARED_TOKENS) -> list[tuple[list[int], int]]:
@@ -241,8 +286,8 @@ def _extend(scorer, sessions: Sequence[Session], new_steps: Sequence[list[str]])
     encoded = [scorer.encoder.encode(s._trajectory(s.steps + tuple(new)), scorer.truncate)
                for s, new in zip(sessions, new_steps)]
     plans = [plan(s._view, s._rows, e, final=False) for s, e in zip(sessions, encoded)]
-    out = []
-    for s, new, e, (view, rows) in zip(sessions, new_steps, encoded, run(scorer, plans)):
+    done = run(scorer, plans)
+    for s, new, e, (view, rows) in zip(sessions, new_steps, encoded, done):
         s._steps, s._encoded, s._view, s._rows = s.steps + tuple(new), e, view, rows
-        out.append(read(scorer, e, rows, final=False)["step_rewards"][-len(new):])
-    return out
+    read = read_many(scorer, encoded, [rows for _, rows in done], final=False)
+    return [r["step_rewards"][-len(new):] for r, new in zip(read, new_steps)]

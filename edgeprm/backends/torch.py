@@ -35,6 +35,9 @@ from edgeprm.tokenizer import PRMTokenizer
 # Prefill chunk length by default, [CPU, GPU]: on CPU 1024 tokens keep a 1.5B model's MLP activations near 100 MB
 # with no measurable loss in tok/s against one-shot prefill (bench/bench_search.py); a GPU wants longer chunks.
 DEFAULT_CHUNK_TOKENS = (1024, 4096)
+# Shared-prompt scoring runs groups in waves of at most this many token budgets of trajectories: the cached prompts
+# of one wave are what it holds in memory at once.
+SHARED_WAVE_BUDGETS = 8
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -129,7 +132,7 @@ class Scorer(ScorerBase):
 
     def score_prepared(self, items, progress: bool = False):
         """As `ScorerBase.score_prepared`; candidates of one problem compute their shared prompt once."""
-        from edgeprm.backends.session import score_encoded, shared_prompts
+        from edgeprm.backends.session import score_groups, shared_prompts, waves
 
         groups = shared_prompts(items) if self.share_prefix and len(items) > 1 else []
         if not groups:
@@ -144,11 +147,14 @@ class Scorer(ScorerBase):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(grouped), unit="traj", desc="scoring shared prompts")
-        for idx, prefix in groups:
-            for i, r in zip(idx, score_encoded(self, [items[i].encoded for i in idx], prefix)):
-                results[i] = ScoreResult(**{**r, "id": items[i].id})
-            if bar is not None:
-                bar.update(len(idx))
+        lengths = [it.num_tokens for it in items]
+        for wave in waves(groups, lengths, SHARED_WAVE_BUDGETS * self.token_budget):
+            scored = score_groups(self, [([items[i].encoded for i in idx], prefix) for idx, prefix in wave])
+            for (idx, _), group in zip(wave, scored):
+                for i, r in zip(idx, group):
+                    results[i] = ScoreResult(**{**r, "id": items[i].id})
+                if bar is not None:
+                    bar.update(len(idx))
         if bar is not None:
             bar.close()
         return results
