@@ -227,20 +227,26 @@ class ScorerBase:
     def score_prepared(self, items: Sequence[Prepared], progress: bool = False) -> list[ScoreResult]:
         """Score prepared trajectories (`prepare`), batched by length; results in input order."""
         results: list[ScoreResult | None] = [None] * len(items)
-        groups = self.batches([it.num_tokens for it in items])
+        jobs = ((g, lambda g=g: self._score_group([items[i].encoded for i in g]))
+                for g in self.batches([it.num_tokens for it in items]))
+        self._fill(results, items, jobs, len(items), "scoring", progress)
+        return results
+
+    @staticmethod
+    def _fill(results: list, items: Sequence[Prepared], jobs, total: int, desc: str, progress: bool) -> None:
+        """Run `jobs` ((indices, thunk -> their `group_results` dicts) pairs) into `results`, with a progress bar."""
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(items), unit="traj", desc="scoring")
-        for group in groups:
-            for i, r in zip(group, self._score_group([items[i].encoded for i in group])):
+            bar = tqdm(total=total, unit="traj", desc=desc)
+        for idx, work in jobs:
+            for i, r in zip(idx, work()):
                 results[i] = ScoreResult(**{**r, "id": items[i].id})
             if bar is not None:
-                bar.update(len(group))
+                bar.update(len(idx))
         if bar is not None:
             bar.close()
-        return results
 
     def pad(self, group: Sequence[Encoded]) -> PaddedBatch:
         return pad_batch(group, self.pad_id, self.padding_side)

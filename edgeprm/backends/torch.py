@@ -29,7 +29,6 @@ from edgeprm.loading import (
     resolve_model_dir,
 )
 from edgeprm.quant.checkpoint import plan_backbone
-from edgeprm.results import ScoreResult
 from edgeprm.tokenizer import PRMTokenizer
 
 # Prefill chunk length by default, [CPU, GPU]: on CPU 1024 tokens keep a 1.5B model's MLP activations near 100 MB
@@ -142,21 +141,13 @@ class Scorer(ScorerBase):
         rest = [i for i in range(len(items)) if i not in grouped]
         for i, r in zip(rest, super().score_prepared([items[i] for i in rest], progress) if rest else []):
             results[i] = r
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        def job(wave):
+            groups = [([items[i].encoded for i in idx], prefix) for idx, prefix in wave]
+            return [i for idx, _ in wave for i in idx], lambda: [r for g in score_groups(self, groups) for r in g]
 
-            bar = tqdm(total=len(grouped), unit="traj", desc="scoring shared prompts")
-        lengths = [it.num_tokens for it in items]
-        for wave in waves(groups, lengths, SHARED_WAVE_BUDGETS * self.token_budget):
-            scored = score_groups(self, [([items[i].encoded for i in idx], prefix) for idx, prefix in wave])
-            for (idx, _), group in zip(wave, scored):
-                for i, r in zip(idx, group):
-                    results[i] = ScoreResult(**{**r, "id": items[i].id})
-                if bar is not None:
-                    bar.update(len(idx))
-        if bar is not None:
-            bar.close()
+        budget = SHARED_WAVE_BUDGETS * self.token_budget
+        waved = waves(groups, [it.num_tokens for it in items], budget)
+        self._fill(results, items, map(job, waved), len(grouped), "scoring shared prompts", progress)
         return results
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

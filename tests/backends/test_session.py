@@ -59,16 +59,21 @@ def assert_results_close(got, want, where: str):
     assert (got.truncated, got.num_tokens) == (want.truncated, want.num_tokens), where
 
 
+@pytest.fixture(params=FAMILIES)
+def case(request, scorers):
+    """(scorer of each family, a fresh rng, its seed)."""
+    rng, seed = fresh_rng()
+    return scorers[request.param], rng, seed
+
+
 def assert_ids_agree(session):
     """The cached token ids are a prefix of the whole text's tokenization, as `score` encodes it."""
     enc = session.scorer.encoder.encode(session._trajectory(session.steps), session.scorer.truncate)
     assert session._view.ids == tuple(enc.ids[: session.cached_tokens])
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_session_equals_full_scoring_step_by_step(scorers, family):
-    scorer = scorers[family]
-    rng, seed = fresh_rng()
+def test_session_equals_full_scoring_step_by_step(case):
+    scorer, rng, seed = case
     for _ in range(4):
         steps = encodable_steps(scorer, rng, rng.randint(2, 7))
         session = scorer.session(PROBLEM)
@@ -95,10 +100,8 @@ def test_session_equals_full_scoring_step_by_step(scorers, family):
         assert abs(session.add_step(more[0]) - want.step_rewards[-1]) <= ATOL, f"seed {seed}"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_add_steps_and_session_with_steps(scorers, family):
-    scorer = scorers[family]
-    rng, seed = fresh_rng()
+def test_add_steps_and_session_with_steps(case):
+    scorer, rng, seed = case
     steps = encodable_steps(scorer, rng, 5)
     want = scorer.score(PROBLEM, steps)
     session = scorer.session(PROBLEM, steps[:2])
@@ -109,10 +112,8 @@ def test_add_steps_and_session_with_steps(scorers, family):
     assert_results_close(session.finish(), want, f"seed {seed}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_fork_shares_the_prefix_and_branches_stay_independent(scorers, family):
-    scorer = scorers[family]
-    rng, seed = fresh_rng()
+def test_fork_shares_the_prefix_and_branches_stay_independent(case):
+    scorer, rng, seed = case
     base = encodable_steps(scorer, rng, 3)
     session = scorer.session(PROBLEM, base)
     branch = session.fork()
@@ -130,10 +131,8 @@ def test_fork_shares_the_prefix_and_branches_stay_independent(scorers, family):
     assert_results_close(branch.finish(), scorer.score(PROBLEM, base + b_steps), f"seed {seed}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_rollback(scorers, family):
-    scorer = scorers[family]
-    rng, seed = fresh_rng()
+def test_rollback(case):
+    scorer, rng, seed = case
     steps = encodable_steps(scorer, rng, 5)
     session = scorer.session(PROBLEM, steps)
     session.rollback(2)
@@ -151,10 +150,8 @@ def test_rollback(scorers, family):
         session.rollback(2)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_batched_extend_over_sessions_of_different_lengths(scorers, family):
-    scorer = scorers[family]
-    rng, seed = fresh_rng()
+def test_batched_extend_over_sessions_of_different_lengths(case):
+    scorer, rng, seed = case
     problems = [PROBLEM, "Mia has 3 jars of 14 marbles. She loses 9. How many are left?", "2 + 2?"]
     sessions, histories = [], []
     for i in range(6):
