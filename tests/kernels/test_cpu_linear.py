@@ -69,3 +69,25 @@ def test_fp32_gemm_choice_is_measured_and_cached(tmp_path, monkeypatch):
         assert all(v > 0 for v in entry["ms"].values())
     finally:
         select.fp32_gemm.cache_clear()
+
+
+def test_gated_mlp_fuses_gate_and_up_and_unpacks_back():
+    from transformers.models.qwen2.configuration_qwen2 import Qwen2Config
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
+
+    cfg = Qwen2Config(hidden_size=24, intermediate_size=41)
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([Qwen2MLP(cfg).requires_grad_(False)])
+    x = torch.randn(3, 7, 24)
+    want = model.layers[0](x)
+    dense = {k: v.clone() for k, v in model.layers[0].state_dict().items()}
+    assert cpu_linear.pack_linears(model) == 3
+    fused = model.layers[0]
+    assert isinstance(fused, cpu_linear.GatedMLP) and fused.gate_up.out_features == 82
+    torch.testing.assert_close(fused(x), want, rtol=1e-5, atol=1e-5)
+    assert cpu_linear.unpack_linears(model) == 3
+    back = model.layers[0]
+    assert type(back) is Qwen2MLP and all(type(getattr(back, n)) is torch.nn.Linear
+                                          for n in ("gate_proj", "up_proj", "down_proj"))
+    for k, v in back.state_dict().items():
+        torch.testing.assert_close(v, dense[k], rtol=0, atol=0)
