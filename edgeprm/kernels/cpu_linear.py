@@ -75,10 +75,11 @@ def pack_linears(model: torch.nn.Module, under: str = "layers") -> int:
     for parent, name in places:
         setattr(parent, name, OnednnLinear(getattr(parent, name)))
     n = len(places)
-    for parent in list(root.modules()):
-        for name, child in list(parent.named_children()):
-            if GatedMLP.fits(child):
-                setattr(parent, name, GatedMLP(child))
+    # (parent, name) pairs again: a list of the modules would keep every unfused gate and up weight alive
+    mlps = [(parent, name) for parent in root.modules() for name, child in parent.named_children()
+            if GatedMLP.fits(child)]
+    for parent, name in mlps:
+        setattr(parent, name, GatedMLP(getattr(parent, name)))
     return n
 
 
