@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from edgeprm.aggregation import aggregate
 from edgeprm.stats import best_index
-from edgeprm.trajectory import Trajectory
+from edgeprm.trajectory import Trajectory, check_problem
 
 Proposer = Callable[[str, Sequence[str], int], Sequence[str]]
 SELECT = ("last", "score")  # rank partial solutions by their newest step's reward, or by the aggregated score
@@ -96,7 +96,7 @@ def beam_search(propose: Proposer, scorer, problem: str, *, beam_width: int = 4,
     path with the highest score (a complete one if any), scored as `scorer.score` scores it.
     """
     _check(propose, beam_width, expansions, max_steps, select)
-    Trajectory(problem, ("-",))  # the problem's own checks
+    check_problem(problem)
     budget = _Budget(scorer)
     root = scorer.session(problem) if cache else None
     beams = [_Path((), [], root)]
@@ -178,7 +178,7 @@ def best_of_n(propose: Proposer, scorer, problem: str, *, n: int = 16, max_steps
     """Best-of-N with the search interface: `n` solutions sampled from the proposer, the best by `scorer`'s
     score (candidates of one problem share their prompt's computation on the torch backend)."""
     _check(propose, 1, n, max_steps, "last")
-    Trajectory(problem, ("-",))
+    check_problem(problem)
     budget = _Budget(scorer)
     drawn = [sample_solution(propose, problem, max_steps) for _ in range(n)]
     drawn = [(s, c) for s, c in drawn if s]

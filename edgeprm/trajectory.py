@@ -30,8 +30,7 @@ class Trajectory:
             raise ValueError(f"steps must be a list of strings, not one string{_where(self.id)}; "
                              "use Trajectory.from_solution(problem, solution) to split a solution")
         object.__setattr__(self, "steps", tuple(self.steps))
-        if not isinstance(self.problem, str) or not self.problem.strip():
-            raise ValueError(f"problem must be a non-empty string{_where(self.id)}; got {self.problem!r}")
+        check_problem(self.problem, self.id)
         if not self.steps:
             raise ValueError(f"steps must be a non-empty list of strings; got 0 steps{_where(self.id)}")
         for i, s in enumerate(self.steps):
@@ -91,6 +90,12 @@ class Trajectory:
         if "solution" in row:
             return cls.from_solution(row["problem"], row["solution"], split, response, row_id)
         raise ValueError(f"row{_where(row_id)} has neither 'steps' nor 'solution'")
+
+
+def check_problem(problem, row_id=None) -> None:
+    """A problem must be a non-empty string: ValueError naming the row otherwise."""
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError(f"problem must be a non-empty string{_where(row_id)}; got {problem!r}")
 
 
 def split_steps(solution: str, split: str = DEFAULT_SPLIT) -> tuple[str, ...]:

@@ -211,14 +211,19 @@ class ScorerBase:
         results = self.score_batch(trajs)
         return best_index([r.score for r in results]), results
 
+    # KV-cached scoring needs past keys and values, which an ONNX bundle's graph does not take or return: only the
+    # torch backend has it (a real limit, said in edgeprm/export/README.md).
     def session(self, problem: str, steps=(), id: str | None = None):
         """A KV-cached step-by-step session (`edgeprm.backends.session`): the torch backend's."""
-        raise NotImplementedError(f"{type(self).__name__} scores whole trajectories only: KV-cached sessions need "
-                                  "the torch backend (edgeprm.load(model, backend='torch'))")
+        raise self._no_kv_cache()
 
     def extend(self, sessions, texts):
         """One new step for each session in one batched forward: the torch backend's."""
-        ScorerBase.session(self, "")
+        raise self._no_kv_cache()
+
+    def _no_kv_cache(self) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} scores whole trajectories only: KV-cached sessions need "
+                                   "the torch backend (edgeprm.load(model, backend='torch'))")
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices grouped by length so that batch_size x longest <= token_budget (a longer one goes alone)."""

@@ -79,9 +79,6 @@ class Cached:
             out[-1] = out[-1].narrowed(self.length)
         return out
 
-    def spans(self) -> int:
-        return len(self.chain())
-
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the longest common prefix of two id sequences."""

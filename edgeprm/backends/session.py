@@ -40,7 +40,7 @@ from edgeprm.backends.prefix import Cached, common_prefix, forward_cached
 from edgeprm.encoding import Encoded
 from edgeprm.kernels.step_head import step_head
 from edgeprm.results import ScoreResult
-from edgeprm.trajectory import Trajectory
+from edgeprm.trajectory import Trajectory, check_problem
 
 # Candidates of one problem share their prompt's computation when it is at least this many tokens long (shorter
 # prompts cost less than the extra batching).
@@ -193,7 +193,7 @@ class Session:
     `scorer.session(problem)`; see the module docstring."""
 
     def __init__(self, scorer, problem: str, id: str | None = None):
-        Trajectory(problem, ("-",), id=id)  # the problem's checks, before any work
+        check_problem(problem, id)
         self.scorer, self.problem, self.id = scorer, problem, id
         self._steps: tuple[str, ...] = ()
         self._view = Cached()

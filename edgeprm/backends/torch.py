@@ -141,6 +141,7 @@ class Scorer(ScorerBase):
         rest = [i for i in range(len(items)) if i not in grouped]
         for i, r in zip(rest, super().score_prepared([items[i] for i in rest], progress) if rest else []):
             results[i] = r
+
         def job(wave):
             groups = [([items[i].encoded for i in idx], prefix) for idx, prefix in wave]
             return [i for idx, _ in wave for i in idx], lambda: [r for g in score_groups(self, groups) for r in g]
