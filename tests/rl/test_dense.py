@@ -68,9 +68,10 @@ def test_each_step_reward_lands_on_the_token_holding_its_last_character(policy_t
         placed = np.zeros_like(arr)
         np.add.at(placed, where, np.array(result.step_rewards, dtype=np.float32))
         assert np.abs(arr - placed).max() <= 1e-6 and abs(arr.sum() - sum(result.step_rewards)) <= 1e-5
-        # from the policy's ids (decoding) the same tokens carry the same rewards
+        # from the policy's ids (decoding) the same tokens carry the same rewards; this one response is scored alone,
+        # the batch above with its problem's shared prompt computed once: fp32 agreement to 1e-5, as for sessions
         from_ids = token_rewards(policy_tokenizer, problem, text, demo, response_ids=ids)
-        assert np.array_equal(from_ids != 0, arr != 0) and np.abs(from_ids - arr).max() <= 1e-6
+        assert np.array_equal(from_ids != 0, arr != 0) and np.abs(from_ids - arr).max() <= 1e-5
 
 
 def _first_covering(tok, ids, text, end):
