@@ -197,8 +197,11 @@ def cmd_fidelity(args) -> None:
     variants = [Variant("bf16", dtype="bfloat16"),
                 Variant("int8 plain", quantization=QuantConfig("int8", smooth=False)),
                 Variant("int8 (default)", quantization=QuantConfig("int8")),
-                Variant("int4 NF4 plain", quantization=QuantConfig("int4", "bnb-nf4", smooth=False)),
-                Variant("int4 calibrated", quantization=QuantConfig("int4")),
+                Variant("int4 NF4 plain", quantization=QuantConfig("int4", smooth=False, rounding="nearest")),
+                Variant("int4 AWQ, nearest", quantization=QuantConfig("int4", rounding="nearest")),
+                Variant("int4 GPTQ, no AWQ", quantization=QuantConfig("int4", smooth=False)),
+                Variant("int4 (default)", quantization=QuantConfig("int4")),
+                Variant("int4 (default) nf4-dense", quantization=QuantConfig("int4", "nf4-dense")),
                 Variant("onnx int8 plain", backend="onnx", quantization="int8", export={"smooth": False}),
                 Variant("onnx int8", backend="onnx", quantization="int8"),
                 Variant("onnx int4", backend="onnx", quantization="int4")]

@@ -6,14 +6,14 @@ from __future__ import annotations
 import sys
 
 from edgeprm.families import FAMILIES
-from edgeprm.quant.config import EMBEDDINGS, QUANT_SCHEMES, QuantConfig
+from edgeprm.quant.config import EMBEDDINGS, QUANT_SCHEMES, ROUNDINGS, QuantConfig
 
 
 def run(args) -> int:
     from edgeprm.quant.checkpoint import read_manifest, save_quantized
 
     cfg = QuantConfig(args.quantization, keep=tuple(args.keep), embeddings=args.embeddings,
-                      smooth=not args.no_smooth, calibration=args.calibration)
+                      smooth=not args.no_smooth, rounding=args.rounding, calibration=args.calibration)
     out = save_quantized(args.model, args.out_dir, cfg, family=args.family, overwrite=args.overwrite)
     m = read_manifest(out)
     size = (out / "model.safetensors").stat().st_size
@@ -40,5 +40,9 @@ def add_arguments(p) -> None:
                         "built-in set of synthetic problems); recorded in the manifest")
     p.add_argument("--no-smooth", action="store_true",
                    help="plain rounding: no calibrated channel smoothing (int8 then breaks on activation outliers)")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="gptq",
+                   help="int4: gptq (default) rounds each layer's NF4 codes against its calibration activations, "
+                        "carrying each column's error onto the columns not yet rounded; nearest rounds each weight "
+                        "alone")
     p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
     p.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")

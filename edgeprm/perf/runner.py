@@ -68,6 +68,10 @@ def configs(peers: bool = False, onnx: bool = True) -> list[BenchConfig]:
                 BenchConfig("transformers bf16", "transformers", dtype="bfloat16", peer=True)]
         if _importable("llama_cpp") and _importable("gguf"):
             out += [BenchConfig(f"llama.cpp {k}", "llama.cpp", k, peer=True) for k in ("F16", "Q8_0", "Q4_K_M")]
+        else:
+            import warnings
+
+            warnings.warn("llama.cpp peers skipped: they need `pip install llama-cpp-python gguf`", stacklevel=2)
     return out
 
 

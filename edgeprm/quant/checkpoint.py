@@ -150,13 +150,14 @@ def plan_backbone(model_dir: Path, weights, quantization, device: torch.device, 
     if manifest is None:
         if cfg is None:
             return None, None, weights
-        if cfg.smooth:
-            from edgeprm.quant.calibrate import SmoothedCheckpoint, cached_calibration
+        smoothing = None
+        if cfg.calibrated:
+            from edgeprm.quant.calibrate import SmoothedCheckpoint, for_config
 
-            smoothing = cached_calibration(model_dir, cfg.scheme, cfg.calibration)
+            smoothing = for_config(model_dir, cfg)
             weights = SmoothedCheckpoint(weights, smoothing)
             cfg = replace(cfg, keep=cfg.keep + smoothing.sensitive())
-        return cfg.scheme, make_transform(cfg, device, compute_dtype), weights
+        return cfg.scheme, make_transform(cfg, device, compute_dtype, calibrated=smoothing), weights
     stored = manifest.quantization
     if cfg is None:
         cfg = QuantConfig(stored, keep=manifest.keep, embeddings=manifest.embeddings)
@@ -218,11 +219,11 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
         raise ValueError(f"{src} is already a quantized checkpoint ({held.quantization}); quantize the full-"
                          "precision checkpoint instead")
     config, weights = read_config(src), SafetensorsCheckpoint(src)
-    calibration = None
-    if cfg.smooth and weights:
-        from edgeprm.quant.calibrate import SmoothedCheckpoint, cached_calibration
+    calibration = smoothing = None
+    if cfg.calibrated and weights:
+        from edgeprm.quant.calibrate import SmoothedCheckpoint, for_config
 
-        smoothing = cached_calibration(src, cfg.scheme, cfg.calibration)
+        smoothing = for_config(src, cfg)
         weights, calibration = SmoothedCheckpoint(weights, smoothing), smoothing.to_record()
         cfg = replace(cfg, keep=cfg.keep + smoothing.sensitive())
     if not weights:
@@ -254,7 +255,10 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
             if tuple(t.shape) != (m.out_features, m.in_features):
                 raise ValueError(f"{src}: tensor {key!r} has shape {tuple(t.shape)}, config.json implies "
                                  f"{(m.out_features, m.in_features)}")
-            for suffix, v in quantize_weight(cfg.spec.storage, t, cfg.nf4_blocksize).items():
+            stored = smoothing.stored(owner, cfg.nf4_blocksize) if smoothing is not None else None
+            if stored is None:
+                stored = quantize_weight(cfg.spec.storage, t, cfg.nf4_blocksize)
+            for suffix, v in stored.items():
                 tensors[key + suffix] = v.contiguous()
         else:
             tensors[key] = t.contiguous()

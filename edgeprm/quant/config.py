@@ -6,7 +6,9 @@ Schemes (`QUANT_SCHEMES`; the torch backend's `quantization=` choices are built 
 |--------|-----------------------------------------|-----------------------------------------------------------------|
 | `int8` | int8 [out, in] + an fp32 scale per row  | `fbgemm` dynamic int8 GEMM (CPU default), `bnb-int8` LLM.int8   |
 |        |                                         | (`Linear8bitLt`; the CUDA default)                              |
-| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute) on CPU and CUDA          |
+| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute), `nf4-dense` (NF4 expanded  |
+|        | (codes rounded by GPTQ on calibration   | before a dense GEMM; the CPU default without native bf16)       |
+|        | rows by default)                        |                                                                 |
 
 What the kernels do and how weights are stored: `edgeprm.quant.modules` and `edgeprm.quant.primitives`; the
 checkpoint format: `edgeprm.quant.checkpoint`.
@@ -45,6 +47,7 @@ class Scheme:
 
 
 EMBEDDINGS = ("keep", "int8")
+ROUNDINGS = ("gptq", "nearest")  # int4 weights: error-compensated on calibration rows, or round-to-nearest
 # Where each kernel runs. fbgemm / onednn: torch's dynamic int8 GEMM on those engines; nf4-dense: NF4 expanded to the
 # compute dtype before a dense GEMM (edgeprm.quant.modules.Nf4DenseLinear); bnb-*: bitsandbytes.
 KERNEL_DEVICES = {"fbgemm": ("cpu",), "onednn": ("cpu",), "bnb-int8": ("cpu", "cuda"), "nf4-dense": ("cpu", "cuda"),
@@ -69,6 +72,8 @@ class QuantConfig:
     embeddings: "keep" (the checkpoint's dtype) or "int8" (rowwise int8 table).
     smooth: calibrated channel migration before quantizing (`edgeprm.quant.calibrate`): the outlier fix for int8,
         activation-aware scales for int4. Folded into the weights, so it costs nothing at run time.
+    rounding: int4 weights: "gptq" rounds each layer's NF4 codes against its calibration activations, carrying each
+        column's error onto the columns not yet rounded (`edgeprm.quant.gptq`); "nearest" rounds each weight alone.
     calibration: JSONL rows (the `score` schema) to calibrate on; None = a built-in set of synthetic problems.
     """
 
@@ -80,6 +85,7 @@ class QuantConfig:
     reduce_range: bool | None = None
     embeddings: str = "keep"
     smooth: bool = True
+    rounding: str = "gptq"
     calibration: str | None = None
 
     def __post_init__(self):
@@ -95,6 +101,8 @@ class QuantConfig:
             raise ValueError(f"nf4_blocksize must be one of {NF4_BLOCKSIZES}; got {self.nf4_blocksize}")
         if self.embeddings not in EMBEDDINGS:
             raise ValueError(f"embeddings must be one of {EMBEDDINGS}; got {self.embeddings!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}; got {self.rounding!r}")
         if not self.int8_threshold >= 0:
             raise ValueError(f"int8_threshold must be >= 0 (0 disables the outlier columns); got "
                              f"{self.int8_threshold}")
@@ -119,6 +127,11 @@ class QuantConfig:
             raise ValueError(f"the {kernel} kernel runs on {KERNEL_DEVICES[kernel]} only; got device {dev!r}. Choose "
                              f"another kernel of {self.spec.kernels} or leave kernel=None")
         return kernel
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether loading this config runs (or reads back) a calibration: smoothing, or GPTQ rounding of int4."""
+        return self.smooth or (self.spec.storage == "nf4" and self.rounding == "gptq")
 
     def keeps(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in self.keep)

@@ -293,12 +293,13 @@ def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tenso
 Read = Callable[[str], torch.Tensor]
 
 
-def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.dtype, stored=None):
+def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.dtype, stored=None, calibrated=None):
     """The `load_backbone` transform: quantized Linears, embeddings kept in their checkpoint dtype.
 
     Without `stored`, Linear weights are read in full precision and quantized here, one at a time. With `stored`
     (a quantized checkpoint: `edgeprm.quant.checkpoint.StoredCheckpoint`), the modules its manifest lists are
-    rebuilt from their stored tensors.
+    rebuilt from their stored tensors. `calibrated` (an `edgeprm.quant.calibrate.Smoothing`) gives the Linear
+    weights its calibration already rounded (int4 with GPTQ rounding); the others are rounded here.
     """
     device = torch.device(device)
     kernel = cfg.kernel_for(device, compute_dtype)
@@ -325,9 +326,11 @@ def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.
         if listed is None:
             if cfg.keeps(name):
                 return None
-            w = read(name + ".weight")
-            tensors = quantize_weight(cfg.spec.storage, w.to(device), cfg.nf4_blocksize)
-            del w
+            tensors = calibrated.stored(name, cfg.nf4_blocksize) if calibrated is not None else None
+            if tensors is None or cfg.spec.storage != "nf4":
+                w = read(name + ".weight")
+                tensors = quantize_weight(cfg.spec.storage, w.to(device), cfg.nf4_blocksize)
+                del w
         elif name in listed:
             tensors = stored.read(name + ".weight", stored.manifest.storage, shape)
         else:
