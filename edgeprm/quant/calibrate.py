@@ -98,9 +98,10 @@ class Smoothing:
     rounded: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     blocksize: int = 64  # the NF4 blocks of `rounded`
 
-    def stored(self, name: str, blocksize: int) -> dict[str, torch.Tensor] | None:
-        """The calibrated stored form of Linear `name` for NF4 blocks of `blocksize`, if calibration rounded it."""
-        return self.rounded.get(name) if blocksize == self.blocksize else None
+    def stored(self, name: str, storage: str, blocksize: int) -> dict[str, torch.Tensor] | None:
+        """The calibrated stored form of Linear `name` for `storage` ("int8" | "nf4") in NF4 blocks of `blocksize`,
+        if calibration rounded it (None: round it at load time)."""
+        return self.rounded.get(name) if storage == "nf4" and blocksize == self.blocksize else None
 
     def sensitive(self, ratio: float | None = None, budget: float | None = None) -> tuple[str, ...]:
         """Linear names to keep at full precision: the groups whose quantized output error exceeds `ratio` x the

@@ -255,7 +255,7 @@ def save_quantized(model, out_dir, quantization: str | QuantConfig, *, family: s
             if tuple(t.shape) != (m.out_features, m.in_features):
                 raise ValueError(f"{src}: tensor {key!r} has shape {tuple(t.shape)}, config.json implies "
                                  f"{(m.out_features, m.in_features)}")
-            stored = smoothing.stored(owner, cfg.nf4_blocksize) if smoothing is not None else None
+            stored = smoothing.stored(owner, cfg.spec.storage, cfg.nf4_blocksize) if smoothing is not None else None
             if stored is None:
                 stored = quantize_weight(cfg.spec.storage, t, cfg.nf4_blocksize)
             for suffix, v in stored.items():

@@ -6,7 +6,7 @@ Schemes (`QUANT_SCHEMES`; the torch backend's `quantization=` choices are built 
 |--------|-----------------------------------------|-----------------------------------------------------------------|
 | `int8` | int8 [out, in] + an fp32 scale per row  | `fbgemm` dynamic int8 GEMM (CPU default), `bnb-int8` LLM.int8   |
 |        |                                         | (`Linear8bitLt`; the CUDA default)                              |
-| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute), `nf4-dense` (NF4 expanded  |
+| `int4` | bitsandbytes NF4 (blocks of 64) + state | `bnb-nf4` (`Linear4bit`, bf16 compute), `nf4-dense` (NF4 expanded |
 |        | (codes rounded by GPTQ on calibration   | before a dense GEMM; the CPU default without native bf16)       |
 |        | rows by default)                        |                                                                 |
 

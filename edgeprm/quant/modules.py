@@ -326,8 +326,8 @@ def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.
         if listed is None:
             if cfg.keeps(name):
                 return None
-            tensors = calibrated.stored(name, cfg.nf4_blocksize) if calibrated is not None else None
-            if tensors is None or cfg.spec.storage != "nf4":
+            tensors = calibrated.stored(name, cfg.spec.storage, cfg.nf4_blocksize) if calibrated is not None else None
+            if tensors is None:
                 w = read(name + ".weight")
                 tensors = quantize_weight(cfg.spec.storage, w.to(device), cfg.nf4_blocksize)
                 del w
