@@ -12,8 +12,7 @@ def run(args) -> int:
     from edgeprm.export.onnx import ExportConfig, bundle_size, export
 
     config = ExportConfig(args.quantization, args.block_size, args.accuracy_level, int8_method=args.int8_method,
-                          smooth=not args.no_smooth,
-                          calibration=args.calibration)
+                          smooth=not args.no_smooth, calibration=args.calibration, rounding=args.rounding)
     options = {k: v for k, v in (("family", args.family), ("max_length", args.max_length)) if v is not None}
     out = export(args.model, args.out_dir, config, **options)
     mb = bundle_size(out) / 2**20
@@ -25,6 +24,7 @@ def run(args) -> int:
 
 def add_arguments(p) -> None:
     from edgeprm.export.onnx import ACCURACY_LEVELS, DEFAULT_BLOCK_SIZE, INT8_METHODS
+    from edgeprm.quant.config import ROUNDINGS
 
     p.description = ("One graph = backbone + step gather + reward head + normalisation; the bundle holds it, the "
                      "tokenizer and edgeprm.json. Score it with --backend onnx.")
@@ -44,5 +44,9 @@ def add_arguments(p) -> None:
                    help="int8/int4 from a checkpoint: trajectories to calibrate the channel smoothing on (default: a "
                         "built-in set); quantizing an fp32 bundle cannot smooth")
     p.add_argument("--no-smooth", action="store_true", help="plain rounding, no calibrated channel smoothing")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="gptq",
+                   help="int4 from a checkpoint: gptq = the 4-bit codes rounded against the calibration trajectories' "
+                        "Hessians (default); nearest = onnxruntime's round-to-nearest. An fp32 bundle rounds to "
+                        "nearest")
     p.add_argument("--family", choices=FAMILIES, default=None, help="override the detected PRM family")
     p.add_argument("--max-length", type=int, default=None, help="token limit recorded in the bundle")

@@ -11,7 +11,10 @@ Quantization happens on the exported fp32 graph with onnxruntime's own tools:
   block at run time (accuracy level 4); `int8_method="dynamic"` takes `quantize_dynamic` instead (int8 weights per
   output channel, activations per tensor), which is less faithful (see DEFAULT_INT8_METHOD);
 - int4: `MatMulNBitsQuantizer` — 4-bit weights in blocks of `block_size` along K, symmetric, with an
-  `accuracy_level` for the compute (0 = unset, 1 = fp32, 2 = fp16, 3 = bf16, 4 = int8 activations).
+  `accuracy_level` for the compute (0 = unset, 1 = fp32, 2 = fp16, 3 = bf16, 4 = int8 activations). From a
+  checkpoint with rounding="gptq" (the default), the decoder's 4-bit codes and scales are then replaced by the
+  calibration's GPTQ rounding on the same grid (`edgeprm.quant.gptq.matmul_nbits_stored`), matched to the nodes by
+  the module scope the exporter records.
 MatMul with constant weights only: the attention products stay fp32.
 Both leave the embedding Gather in fp32 and never touch the reward head: its MatMul nodes are found by their
 module scope in the exported graph and excluded (quantizing a reward head is a known failure elsewhere).
@@ -45,6 +48,7 @@ from edgeprm.backends.onnx import (
 )
 from edgeprm.config import BUNDLE_SCHEMES
 from edgeprm.kernels.step_head import StepHeadWeights, head_rewards_ref
+from edgeprm.quant.config import ROUNDINGS
 
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 # The int4 default, chosen by measured fidelity to fp32 (block 32; numbers in edgeprm/export/README.md):
@@ -80,6 +84,7 @@ class ExportConfig:
     int8_method: str = DEFAULT_INT8_METHOD
     smooth: bool = True  # calibrated channel smoothing before int8/int4 (edgeprm.quant.calibrate); needs a checkpoint
     calibration: str | None = None  # JSONL rows to calibrate on; None = the built-in set
+    rounding: str = "gptq"  # int4 from a checkpoint: "gptq" (calibrated, edgeprm.quant.gptq) | "nearest"
 
     def __post_init__(self):
         if self.quantization is None:
@@ -89,6 +94,8 @@ class ExportConfig:
         b = self.block_size
         if not isinstance(b, int) or b < 16 or b & (b - 1):
             raise ValueError(f"block_size must be a power of two >= 16 (MatMulNBits' constraint); got {b!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}; got {self.rounding!r}")
         if self.int8_method not in INT8_METHODS:
             raise ValueError(f"int8_method must be one of {INT8_METHODS}; got {self.int8_method!r}")
         if self.accuracy_level is None:
@@ -100,6 +107,10 @@ class ExportConfig:
     @property
     def graph(self) -> str:
         return graph_file_name(self.quantization, self.block_size)
+
+    @property
+    def gptq(self) -> bool:
+        return self.quantization == "int4" and self.rounding == "gptq"
 
 
 class RewardHead(torch.nn.Module):
@@ -212,14 +223,67 @@ def head_matmul_nodes(model) -> list[str]:
     for node in model.graph.node:
         if node.op_type not in ("MatMul", "Gemm"):
             continue
-        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+        scopes = _scope(node)
         if f"'{HEAD_SCOPE}'" in scopes or f"'{HEAD_SCOPE}." in scopes:
             names.append(node.name)
     return names
 
 
-def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[str], external_data: bool) -> dict:
-    """Quantize the fp32 graph `src` into `dst`; returns the scheme's record for edgeprm.json."""
+def _scope(node) -> str:
+    return next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), "")
+
+
+def linear_weights(model) -> dict[str, str]:
+    """{constant B initializer of a MatMul: the backbone Linear it came from ("layers.0.mlp.up_proj")}, read from the
+    module scopes the exporter records on every node."""
+    import ast
+
+    inits = {i.name for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits or not _scope(node):
+            continue
+        modules = [m for m in ast.literal_eval(_scope(node)) if m.startswith("backbone.")]
+        if modules:
+            out[node.input[1]] = modules[-1][len("backbone."):]
+    return out
+
+
+def _write_rounded(model, weights: dict[str, str], smoothing) -> int:
+    """Replace the 4-bit codes and scales of every MatMulNBits node whose Linear the calibration rounded (GPTQ) by
+    those; returns how many. The shapes must be onnxruntime's own ([N, K / block, block / 2] and [N, K / block])."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    done = set()
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        source = node.input[1].rsplit("_Q", 1)[0]
+        name = weights.get(source)
+        block = next(a.i for a in node.attribute if a.name == "block_size")
+        stored = smoothing.stored(name, "matmulnbits", block) if name else None
+        if stored is None:
+            continue
+        for slot, key in ((1, "q"), (2, "scales")):
+            init = inits[node.input[slot]]
+            old = numpy_helper.to_array(init)
+            new = stored[key].numpy()
+            if new.size != old.size or new.dtype != old.dtype:
+                raise ValueError(f"{name}: calibrated {key} {new.shape} {new.dtype} does not fit {node.name}'s "
+                                 f"{init.name} {old.shape} {old.dtype}")
+            init.CopyFrom(numpy_helper.from_array(new.reshape(old.shape), init.name))
+        done.add(name)
+    missing = set(smoothing.rounded) - done
+    if missing:
+        raise ValueError(f"calibrated int4 weights found no MatMulNBits node: {sorted(missing)[:4]}")
+    return len(done)
+
+
+def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[str], external_data: bool,
+                   smoothing=None) -> dict:
+    """Quantize the fp32 graph `src` into `dst`; returns the scheme's record for edgeprm.json. With a calibration
+    that rounded the int4 weights (GPTQ), its codes replace round-to-nearest's."""
     record = {"scheme": config.quantization, "excluded_nodes": head_nodes, "embedding": "fp32"}
     if config.quantization == "int8" and config.int8_method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -241,10 +305,15 @@ def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[
                                          is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
                                          nodes_to_exclude=head_nodes, algo_config=algo)
         quantizer.process()
+        rounded = 0
+        if bits == 4 and smoothing is not None and smoothing.rounded:
+            weights = linear_weights(onnx.load(str(src), load_external_data=False))
+            rounded = _write_rounded(quantizer.model.model, weights, smoothing)
         quantizer.model.save_model_to_file(str(dst), use_external_data_format=external_data)
         record.update(method="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", bits=bits,
                       block_size=config.block_size, symmetric=config.symmetric,
-                      accuracy_level=config.accuracy_level)
+                      accuracy_level=config.accuracy_level, rounding="gptq" if rounded else "nearest",
+                      gptq_nodes=rounded)
     return record
 
 
@@ -329,11 +398,13 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
             from edgeprm.config import ScorerConfig
             from edgeprm.loading import default_model_dir, resolve_model_dir
 
-            if config.quantization != "none" and config.smooth:
+            if config.quantization != "none" and (config.smooth or config.gptq):
                 from edgeprm.quant.calibrate import cached_calibration
 
                 src_dir = default_model_dir() if model is None else resolve_model_dir(model)
-                smoothing = cached_calibration(src_dir, config.quantization, config.calibration)
+                smoothing = cached_calibration(src_dir, config.quantization, config.calibration, smooth=config.smooth,
+                                               rounding=config.rounding, blocksize=config.block_size,
+                                               grid="matmulnbits")
             scorer = load(model, ScorerConfig.from_options(device="cpu", dtype="float32", **load_options),
                           smoothing=smoothing, pack_fp32=False)
             _prepare_out_dir(out_dir, scorer.model_dir)
@@ -353,7 +424,7 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
             produced = sorted(p for p in fp32.parent.iterdir() if p.name.startswith(fp32.name))
         else:
             with _quiet():
-                record = quantize_graph(fp32, tmp / config.graph, config, head_nodes, external)
+                record = quantize_graph(fp32, tmp / config.graph, config, head_nodes, external, smoothing)
             # Smoothing happens in the trace, so only an export from a checkpoint has it.
             record["smoothing"] = smoothing.to_record() if smoothing is not None else None
             produced = sorted(p for p in tmp.iterdir() if p.name.startswith(config.graph))

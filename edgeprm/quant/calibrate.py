@@ -47,6 +47,7 @@ SAMPLE_TOKENS = 512  # activation rows kept per group for the alpha search
 DEFAULT_ROWS = 16  # built-in calibration set: synthetic problems of the demo generator
 BUILTIN = ASSETS / "calibration.jsonl"
 SENSITIVE_RATIO = 3.0  # a group this many times the median group's error stays at full precision...
+GRIDS = ("nf4", "matmulnbits")  # the 4-bit grids GPTQ rounds to: the torch backend's NF4, the ONNX bundles' int4
 SENSITIVE_BUDGET = 0.10  # ...within this share of the Linear weights
 # projection group: (the module whose input is observed, the tensors it feeds, what produces the activation)
 GROUPS = {
@@ -86,8 +87,10 @@ class Smoothing:
     """Per-layer channel factors and how they fold into the checkpoint's tensors (names without the 'model.' prefix).
 
     factors: {"layers.{i}.attn" | ".mlp" | ".down": s}, fp32 vectors over the group's input channels.
-    rounded: int4 with GPTQ rounding: {Linear name ("layers.{i}.mlp.up_proj"): its smoothed weight in NF4's stored
-        form (edgeprm.quant.gptq.nf4_stored)}, which loading and `edgeprm quantize` take instead of rounding to nearest.
+    rounded: int4 with GPTQ rounding: {Linear name ("layers.{i}.mlp.up_proj"): its smoothed weight rounded to `grid`
+        in that grid's stored form}, which loading, `edgeprm quantize` and `edgeprm export` take instead of rounding to
+        nearest. grid "nf4": bitsandbytes' NF4 (edgeprm.quant.gptq.nf4_stored); "matmulnbits": onnxruntime's
+        symmetric int4 (edgeprm.quant.gptq.matmul_nbits_stored).
     """
 
     factors: dict[str, torch.Tensor]
@@ -96,12 +99,13 @@ class Smoothing:
     record: dict = field(default_factory=dict)
     errors: dict[str, tuple[float, int]] = field(default_factory=dict)  # group: (relative output error, weights)
     rounded: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
-    blocksize: int = 64  # the NF4 blocks of `rounded`
+    blocksize: int = 64  # the 4-bit blocks of `rounded`
+    grid: str = "nf4"  # what `rounded` holds: one of GRIDS
 
     def stored(self, name: str, storage: str, blocksize: int) -> dict[str, torch.Tensor] | None:
-        """The calibrated stored form of Linear `name` for `storage` ("int8" | "nf4") in NF4 blocks of `blocksize`,
-        if calibration rounded it (None: round it at load time)."""
-        return self.rounded.get(name) if storage == "nf4" and blocksize == self.blocksize else None
+        """The calibrated stored form of Linear `name` for `storage` ("int8" | "nf4" | "matmulnbits") in blocks of
+        `blocksize`, if calibration rounded it so (None: round it at quantization time)."""
+        return self.rounded.get(name) if storage == self.grid and blocksize == self.blocksize else None
 
     def sensitive(self, ratio: float | None = None, budget: float | None = None) -> tuple[str, ...]:
         """Linear names to keep at full precision: the groups whose quantized output error exceeds `ratio` x the
@@ -142,7 +146,7 @@ class Smoothing:
     def to_record(self) -> dict:
         alphas = list(self.alphas.values())
         return {**self.record, "method": "smoothquant (max |x|)" if self.scheme == "int8" else "awq (mean |x|)",
-                "rounding": "gptq" if self.rounded else "nearest",
+                "rounding": "gptq" if self.rounded else "nearest", **({"grid": self.grid} if self.rounded else {}),
                 "full_precision": list(self.sensitive()),
                 "alpha_grid": list(ALPHAS), "alpha_mean": round(sum(alphas) / max(len(alphas), 1), 3),
                 "groups_scaled": sum(a > 0 for a in alphas), "groups": len(alphas)}
@@ -193,15 +197,31 @@ def _fake_nf4(x: torch.Tensor, w: torch.Tensor, blocksize: int = 64) -> torch.Te
     return x @ dequantize_nf4(packed, state).float().T
 
 
-def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str, alphas=ALPHAS
-           ) -> tuple[torch.Tensor, float, float]:
+def _fake_int4(x: torch.Tensor, w: torch.Tensor, blocksize: int = 32) -> torch.Tensor:
+    """MatMulNBits' symmetric int4 rounded to nearest: per block along K, scale = signed max / -8, q in [-8, 7]."""
+    b = w.float().reshape(w.shape[0], -1, blocksize)
+    scale = b.gather(2, b.abs().argmax(2, keepdim=True)) / -8
+    safe = torch.where(scale != 0, scale, torch.ones_like(scale))
+    return x @ ((torch.round(b / safe).clamp(-8, 7) * scale).reshape(w.shape)).T
+
+
+def search(x: torch.Tensor, weights: list[torch.Tensor], scheme: str, alphas=ALPHAS, grid: str = "nf4",
+           blocksize: int = 64) -> tuple[torch.Tensor, float, float]:
     """(s, alpha, relative error) minimising the group's quantized output error on activation rows x [N, K]; the
-    error is the mean squared output error over the mean squared output."""
+    error is the mean squared output error over the mean squared output. int4 is rounded on `grid` in blocks of
+    `blocksize` (a K that MatMulNBits' blocks do not divide is measured on NF4's)."""
     w = torch.cat(weights).float()
     ref = x @ w.T
     a = x.abs().amax(0) if scheme == "int8" else x.abs().mean(0)
     wmax = w.abs().amax(0).clamp_min(1e-8)
-    fake = _fake_int8 if scheme == "int8" else _fake_nf4
+    if scheme == "int8":
+        fake = _fake_int8
+    elif grid == "matmulnbits" and x.shape[1] % blocksize == 0:
+        def fake(a, b):
+            return _fake_int4(a, b, blocksize)
+    else:  # NF4's blocks run over the flattened weight, whatever K is
+        def fake(a, b):
+            return _fake_nf4(a, b, blocksize if grid == "nf4" else 64)
     best = (None, float("inf"), 0.0)
     for alpha in alphas:
         s = torch.ones_like(a) if alpha == 0 else (a.clamp_min(1e-8) ** alpha / wmax ** (1 - alpha))
@@ -233,12 +253,15 @@ class _Catcher(torch.nn.Module):
 
 def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict | None = None,
               max_tokens: int = 512, progress: bool = True, rounding: str = "gptq", smooth: bool = True,
-              blocksize: int = 64) -> Smoothing:
+              blocksize: int = 64, grid: str = "nf4") -> Smoothing:
     """Channel factors for `scheme` ("int8" | "int4") of the checkpoint at `model_dir` from calibration `rows`; for
-    int4 with rounding="gptq", also every decoder Linear's NF4 weights, rounded against its inputs' Hessian
-    (`edgeprm.quant.gptq`). smooth=False leaves the factors at 1 (GPTQ rounding alone)."""
+    int4 with rounding="gptq", also every decoder Linear's 4-bit weights on `grid` (GRIDS) in blocks of
+    `blocksize`, rounded against its inputs' Hessian (`edgeprm.quant.gptq`). smooth=False leaves the factors at 1
+    (GPTQ rounding alone)."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}; got {rounding!r}")
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}; got {grid!r}")
     gptq = scheme == "int4" and rounding == "gptq"
     from transformers import AutoModel
 
@@ -275,7 +298,9 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
     factors, alphas, errors, rounded = {}, {}, {}, {}
     from tqdm.auto import tqdm
 
-    from edgeprm.quant.gptq import Hessian, nf4_stored
+    from edgeprm.quant.gptq import Hessian, matmul_nbits_stored, nf4_stored
+
+    round_to = nf4_stored if grid == "nf4" else matmul_nbits_stored
 
     for i in tqdm(range(len(layers)), desc="calibrating", unit="layer", disable=not progress):
         layer = type(layers[i])(cfg, i)
@@ -299,7 +324,8 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
             if x.shape[0] > SAMPLE_TOKENS:
                 x = x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(i))[:SAMPLE_TOKENS]]
             weights_g = [layer.get_submodule(c).weight.detach() for c in consumers]
-            s, alpha, err = search(x.float(), weights_g, scheme, alphas=ALPHAS if smooth else (0.0,))
+            s, alpha, err = search(x.float(), weights_g, scheme, alphas=ALPHAS if smooth else (0.0,), grid=grid,
+                                   blocksize=blocksize)
             factors[f"layers.{i}.{g}"], alphas[f"layers.{i}.{g}"] = s, alpha
             errors[f"layers.{i}.{g}"] = (err, sum(w.numel() for w in weights_g))
         if gptq:
@@ -308,15 +334,15 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
             for obs, consumers, g in INPUTS:
                 h = hessians.pop(obs).scaled(factors.get(f"layers.{i}.{g}"))
                 if h.shape[0] % blocksize:
-                    continue  # NF4 blocks run across rows there: rounded to nearest at load time
+                    continue  # NF4 blocks run across rows there, int4 pads the last one: rounded to nearest later
                 for c in consumers:
                     name = f"layers.{i}.{c}"
                     w = local.apply(name + ".weight", layer.get_submodule(c).weight.detach())
-                    rounded[name] = nf4_stored(w, h, blocksize)
+                    rounded[name] = round_to(w, h, blocksize)
                 del h
         del layer
     rec = {**(record or {}), "tokens": sum(len(s) for s in seqs), "seconds": round(time.perf_counter() - t0, 1)}
-    return Smoothing(factors, alphas, scheme, rec, errors, rounded, blocksize)
+    return Smoothing(factors, alphas, scheme, rec, errors, rounded, blocksize, grid)
 
 
 def _encoder(model_dir):
@@ -337,16 +363,16 @@ def _trajectory(row, split):
 
 
 def cached_calibration(model_dir: str | Path, scheme: str, calibration: str | None = None, *, smooth: bool = True,
-                       rounding: str = "nearest", blocksize: int = 64) -> Smoothing:
+                       rounding: str = "nearest", blocksize: int = 64, grid: str = "nf4") -> Smoothing:
     """`calibrate` once per checkpoint, scheme, calibration file and options; later loads read the result back from
-    `$EDGEPRM_CACHE/calibration/` (a few vectors per layer, and with GPTQ rounding the NF4 weights, memory-mapped)."""
+    `$EDGEPRM_CACHE/calibration/` (a few vectors per layer, and with GPTQ rounding the 4-bit weights, memory-mapped)."""
     import os
 
     rows, record = read_rows(calibration)
     model_dir = Path(model_dir)
     gptq = scheme == "int4" and rounding == "gptq"
-    key = hashlib.sha256(json.dumps([3, str(model_dir.resolve()), scheme, record, list(ALPHAS) if smooth else [0],
-                                     [blocksize] if gptq else None, _fingerprint(model_dir)],
+    key = hashlib.sha256(json.dumps([4, str(model_dir.resolve()), scheme, record, list(ALPHAS) if smooth else [0],
+                                     [grid, blocksize] if gptq else None, _fingerprint(model_dir)],
                                     sort_keys=True).encode()).hexdigest()[:24]
     root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm")) / "calibration"
     path = root / f"{key}.pt"
@@ -354,15 +380,15 @@ def cached_calibration(model_dir: str | Path, scheme: str, calibration: str | No
         d = torch.load(path, weights_only=True, mmap=True)
         errors = {k: tuple(v) for k, v in json.loads(d.get("errors", "{}")).items()}
         return Smoothing(d["factors"], d["alphas"], d["scheme"], json.loads(d["record"]), errors,
-                         d.get("rounded", {}), d.get("blocksize", blocksize))
+                         d.get("rounded", {}), d.get("blocksize", blocksize), d.get("grid", grid))
     smoothing = calibrate(model_dir, rows, scheme, record, rounding="gptq" if gptq else "nearest", smooth=smooth,
-                          blocksize=blocksize)
+                          blocksize=blocksize, grid=grid)
     try:
         root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"factors": smoothing.factors, "alphas": smoothing.alphas, "scheme": smoothing.scheme,
                     "record": json.dumps(smoothing.record), "errors": json.dumps(smoothing.errors),
-                    "rounded": smoothing.rounded, "blocksize": smoothing.blocksize}, tmp)
+                    "rounded": smoothing.rounded, "blocksize": smoothing.blocksize, "grid": smoothing.grid}, tmp)
         os.replace(tmp, path)
     except OSError:
         pass

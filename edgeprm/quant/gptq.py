@@ -1,4 +1,5 @@
-"""Error-compensated NF4 rounding (GPTQ's column-by-column update, on bitsandbytes' NF4 grid).
+"""Error-compensated 4-bit rounding (GPTQ's column-by-column update) on the two 4-bit grids edgeprm stores: bitsandbytes'
+NF4 (torch backend) and onnxruntime's symmetric MatMulNBits int4 (ONNX bundles).
 
 Round-to-nearest NF4 rounds each weight on its own. GPTQ rounds the columns of a Linear weight one at a time and
 moves each column's rounding error onto the columns not yet rounded, weighted by the inverse Hessian of the layer's
@@ -6,6 +7,11 @@ squared output error, H = X^T X over calibration activations X [tokens, in]. The
 falls well below round-to-nearest's, for the same 4-bit format: the result is stored exactly as bitsandbytes stores
 NF4 (the codes of blocks of `blocksize` consecutive weights of a row, one fp32 absmax per block), so every NF4 kernel
 runs it unchanged.
+
+MatMulNBits' symmetric int4 is the same kind of grid: per block of `blocksize` weights along K, value = scale * (q - 8)
+with scale = m / -8, m the block's signed largest-magnitude weight. As a table that is INT4_CODE = k/8, k = -7..8,
+times m (signed), so one routine rounds to both (`signed=True` for int4); `matmul_nbits_stored` writes the result
+in onnxruntime's stored form, which its round-to-nearest quantizer would write for the same grid.
 
 Per block, the absmax is taken from the weights as they stand when the block's first column comes up (already
 carrying the earlier columns' corrections), and shrunk by the factor in SHRINK that gives the block's columns the
@@ -23,6 +29,7 @@ import torch
 DAMP = 0.01  # of the mean diagonal of H, added to it: keeps the Cholesky factorisation defined
 COLUMNS = 128  # columns rounded between the lazy updates of the rest of the matrix (a multiple of the NF4 block)
 SHRINK = (1.0, 0.95, 0.9, 0.85, 0.8)
+INT4_CODE = torch.arange(-7, 9, dtype=torch.float32) / 8  # MatMulNBits symmetric int4, in units of the signed max
 
 
 class Hessian:
@@ -51,9 +58,11 @@ def _nearest(v: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(v.clamp(-1, 1), mids)
 
 
-def gptq_nf4(w: torch.Tensor, h: torch.Tensor, code: torch.Tensor, blocksize: int = 64
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(codes uint8 [out, in], absmax fp32 [out, in // blocksize]) for w [out, in] given H [in, in].
+def gptq_round(w: torch.Tensor, h: torch.Tensor, code: torch.Tensor, blocksize: int = 64, signed: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(codes uint8 [out, in], absmax fp32 [out, in // blocksize]) for w [out, in] given H [in, in]: indices into
+    the sorted table `code` (within [-1, 1]) and one scale per block. signed=True takes the block's signed
+    largest-magnitude weight as its scale (MatMulNBits' int4), else its absolute value (NF4).
 
     Dequantized: code[codes] * absmax repeated over each block's `blocksize` columns.
     """
@@ -79,9 +88,9 @@ def gptq_nf4(w: torch.Tensor, h: torch.Tensor, code: torch.Tensor, blocksize: in
             col = a + i
             if col % blocksize == 0:  # a block's first column: its weights as they stand now
                 block = w1[:, i:i + blocksize] if i + blocksize <= b - a else w[:, col:col + blocksize]
-                absmax[:, col // blocksize] = _block_scale(block, code)
+                absmax[:, col // blocksize] = _block_scale(block, code, signed)
             scale = absmax[:, col // blocksize]
-            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+            safe = torch.where(scale != 0, scale, torch.ones_like(scale))
             idx = torch.bucketize((w1[:, i] / safe).clamp_(-1, 1), mids)
             codes[:, col] = idx
             err = (w1[:, i] - code[idx] * scale).div_(u1[i, i])
@@ -113,13 +122,14 @@ def _lower_inverse(m: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _block_scale(block: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Per row, the absmax (shrunk by one of SHRINK) that rounds the block with the least squared error."""
-    amax = block.abs().amax(1)
+def _block_scale(block: torch.Tensor, code: torch.Tensor, signed: bool = False) -> torch.Tensor:
+    """Per row, the absmax (shrunk by one of SHRINK) that rounds the block with the least squared error; signed: the
+    largest-magnitude weight with its sign."""
+    amax = block.gather(1, block.abs().argmax(1, keepdim=True)).squeeze(1) if signed else block.abs().amax(1)
     best, best_err = amax.clone(), torch.full_like(amax, float("inf"))
     for f in SHRINK:
         scale = amax * f
-        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+        safe = torch.where(scale != 0, scale, torch.ones_like(scale))
         err = (code[_nearest(block / safe[:, None], code)] * scale[:, None] - block).pow(2).sum(1)
         better = err < best_err
         best, best_err = torch.where(better, scale, best), torch.where(better, err, best_err)
@@ -138,10 +148,20 @@ def pack(codes: torch.Tensor) -> torch.Tensor:
 
 
 def nf4_stored(w: torch.Tensor, h: torch.Tensor, blocksize: int = 64) -> dict[str, torch.Tensor]:
-    """w [out, in] rounded by `gptq_nf4` against H, in the stored form of `edgeprm.quant.primitives.quantize_weight`
+    """w [out, in] rounded by `gptq_round` against H, in the stored form of `edgeprm.quant.primitives.quantize_weight`
     (bitsandbytes' packed codes, absmax and quant state: every NF4 kernel and checkpoint reads it unchanged)."""
     from edgeprm.quant.primitives import quantize_nf4
 
     _, state = quantize_nf4(w, blocksize)  # bitsandbytes' quant state for this shape: its code table and layout
-    codes, absmax = gptq_nf4(w, h, state["quant_map"], blocksize)
+    codes, absmax = gptq_round(w, h, state["quant_map"], blocksize)
     return {"": pack(codes), **{"." + k: v for k, v in state.items()}, ".absmax": absmax.reshape(-1).contiguous()}
+
+
+def matmul_nbits_stored(w: torch.Tensor, h: torch.Tensor, blocksize: int = 32) -> dict[str, torch.Tensor]:
+    """w [out, in] rounded by `gptq_round` to MatMulNBits' symmetric int4 against H, in onnxruntime's stored form:
+    "q" uint8 [out, in // blocksize, blocksize // 2] (q = 8 + value / scale, two a byte, the first of a pair in the
+    low nibble) and "scales" fp32 [out, in // blocksize] (the signed max / -8), the initializers of a MatMulNBits node
+    whose constant B is w^T."""
+    codes, m = gptq_round(w, h, INT4_CODE, blocksize, signed=True)
+    q = (15 - codes).view(w.shape[0], -1, blocksize // 2, 2)  # code index i is k = i - 7, stored as 8 - k
+    return {"q": (q[..., 0] | (q[..., 1] << 4)).to(torch.uint8).contiguous(), "scales": (m / -8).contiguous()}

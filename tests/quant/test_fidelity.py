@@ -100,11 +100,11 @@ def fidelity(tmp_path_factory):
 # Where a path misses its bar today (measured on an AMD EPYC with AVX-512, torch 2.13, onnxruntime 1.32; these are
 # open work, recorded in bench/QUANT.md): on GSM8K, where the demo PRM rejects almost every step (3 decisive problems
 # of 100), bf16's own step error is 3.5e-4, and torch int8 (per-row weights, per-token activations) sits at 1.3e-3
-# (its weights alone at 2.8e-4: the per-token activations carry it); the ONNX int4 graph's Spearman at 0.972.
-# NF4 with GPTQ rounding (the default) holds its bars on all three sets: held-out 0.984-1.000, stress 1.000, GSM8K
-# Spearman 0.986-0.987 (round-to-nearest: 0.935, 0.968, 0.970).
-OPEN = {("gsm8k", "int8"): "torch int8: mean step |delta| 1.3e-3 > 2 x bf16's 3.5e-4",
-        ("gsm8k", "onnx int4"): "MatMulNBits int4: Spearman 0.972 < 0.98"}
+# (its weights alone at 2.8e-4: the per-token activations carry it).
+# int4 with GPTQ rounding (the default) holds its bars on all three sets. NF4: held-out 0.984-1.000, stress 1.000,
+# GSM8K Spearman 0.986-0.987 (round-to-nearest: 0.935, 0.968, 0.970). ONNX MatMulNBits: held-out and stress 1.000,
+# GSM8K Spearman 0.988 (round-to-nearest: 0.984, 0.935, 0.972).
+OPEN = {("gsm8k", "int8"): "torch int8: mean step |delta| 1.3e-3 > 2 x bf16's 3.5e-4"}
 
 
 def seven_bit_int8() -> bool:

@@ -78,14 +78,14 @@ def test_with_uncorrelated_inputs_and_no_shrink_it_is_round_to_nearest(monkeypat
     g = torch.Generator().manual_seed(_seed())
     w = (torch.randn(16, 128, generator=g)).to(torch.bfloat16).float()  # bf16 values: bitsandbytes rounds from bf16
     packed, state = quantize_nf4(w)
-    codes, absmax = gptq.gptq_nf4(w, torch.eye(128), state["quant_map"])
+    codes, absmax = gptq.gptq_round(w, torch.eye(128), state["quant_map"])
     assert torch.equal(gptq.pack(codes), packed)
     assert torch.allclose(absmax.reshape(-1), state["absmax"])
 
 
 def test_shape_errors():
     with pytest.raises(ValueError, match="whole 64-weight blocks; got 96 columns"):
-        gptq.gptq_nf4(torch.randn(4, 96), torch.eye(96), torch.linspace(-1, 1, 16))
+        gptq.gptq_round(torch.randn(4, 96), torch.eye(96), torch.linspace(-1, 1, 16))
 
 
 def test_calibration_rounds_every_decoder_linear_and_loading_uses_it(tmp_path, monkeypatch):
@@ -145,3 +145,79 @@ def test_quantized_checkpoint_stores_the_calibrated_codes(tmp_path, monkeypatch)
     stored = edgeprm.load(outs["gptq"], device="cpu", quantization=QuantConfig("int4", kernel="nf4-dense"))
     on_the_fly = edgeprm.load(src, device="cpu", quantization=QuantConfig("int4", kernel="nf4-dense"))
     assert [r.step_rewards for r in stored.score_batch(ROWS)] == [r.step_rewards for r in on_the_fly.score_batch(ROWS)]
+
+
+# -- MatMulNBits' symmetric int4 (ONNX bundles) ---------------------------------------------------------------------
+def _ort_round_to_nearest(w: torch.Tensor, block: int):
+    """onnxruntime's own quantizer on a one-MatMul graph whose B is w^T: its (q, scales) initializers."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    out_f, in_f = w.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_f])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_f])],
+        [numpy_helper.from_array(w.T.contiguous().numpy(), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    algo = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=True, accuracy_level=0, bits=4)
+    q = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=True, accuracy_level=0, algo_config=algo)
+    q.process()
+    inits = {i.name: numpy_helper.to_array(i) for i in q.model.model.graph.initializer}
+    return torch.from_numpy(inits["W_Q4"].copy()), torch.from_numpy(inits["W_scales"].copy())
+
+
+def _int4_dequantize(stored: dict, shape) -> torch.Tensor:
+    q, scales = stored["q"].long(), stored["scales"].reshape(shape[0], -1)
+    codes = torch.stack([q & 15, q >> 4], -1).reshape(shape[0], scales.shape[1], -1)  # low nibble first
+    return ((codes - 8).float() * scales[:, :, None]).reshape(shape)
+
+
+def test_int4_with_uncorrelated_inputs_and_no_shrink_is_onnxruntimes_own_rounding(monkeypatch):
+    """H = I: the codes and scales are exactly those onnxruntime's round-to-nearest quantizer writes."""
+    monkeypatch.setattr(gptq, "SHRINK", (1.0,))
+    g = torch.Generator().manual_seed(_seed())
+    w = torch.randn(24, 128, generator=g)
+    stored = gptq.matmul_nbits_stored(w, torch.eye(128), 32)
+    q, scales = _ort_round_to_nearest(w, 32)
+    assert torch.equal(stored["q"], q)
+    assert torch.equal(stored["scales"], scales)
+
+
+def test_int4_gptq_output_error_is_well_below_round_to_nearest():
+    g = torch.Generator().manual_seed(_seed())
+    w = torch.randn(40, 256, generator=g) * 0.05
+    x = _activations(g, 600, 256)
+    q, scales = _ort_round_to_nearest(w, 32)
+    rtn = _int4_dequantize({"q": q, "scales": scales}, w.shape)
+    ours = _int4_dequantize(gptq.matmul_nbits_stored(w, x.T @ x, 32), w.shape)
+    err, base = (x @ (ours - w).T).pow(2).mean(), (x @ (rtn - w).T).pow(2).mean()
+    assert err < 0.7 * base, (err, base)
+
+
+def test_int4_bundle_carries_the_calibrated_codes(tmp_path, monkeypatch):
+    """`edgeprm export --quantization int4` from a checkpoint writes the calibration's GPTQ codes into every decoder
+    MatMulNBits node, and the bundle scores close to the fp32 checkpoint."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from edgeprm.export.onnx import ExportConfig, export
+
+    monkeypatch.setenv("EDGEPRM_CACHE", str(tmp_path / "cache"))
+    src = Path(edgeprm.__file__).parent / "assets" / "demo-prm"
+    out = export(src, tmp_path / "b", ExportConfig("int4"))
+    meta = __import__("json").loads((out / "edgeprm.json").read_text())
+    assert meta["quantization"]["rounding"] == "gptq"
+    s = cached_calibration(src, "int4", rounding="gptq", blocksize=32, grid="matmulnbits")
+    assert meta["quantization"]["gptq_nodes"] == len(s.rounded) > 0
+    model = onnx.load(str(out / meta["graph"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    in_bundle = sorted((inits[n.input[1]].tobytes(), inits[n.input[2]].tobytes())
+                       for n in model.graph.node if n.op_type == "MatMulNBits")
+    calibrated = sorted((r["q"].numpy().tobytes(), r["scales"].numpy().tobytes()) for r in s.rounded.values())
+    assert in_bundle == calibrated  # every decoder Linear, with exactly the calibration's codes and scales
+    ref = edgeprm.load(src, device="cpu").score_batch(ROWS)
+    got = edgeprm.load(out, backend="onnx").score_batch(ROWS)
+    diff = max(abs(a - b) for r, q in zip(ref, got) for a, b in zip(r.step_rewards, q.step_rewards))
+    assert diff < 0.05, diff
