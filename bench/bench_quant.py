@@ -106,11 +106,12 @@ import json, resource, sys, time
 from edgeprm.quant.calibrate import calibrate, read_rows
 rows, record = read_rows(None, int(sys.argv[3]))
 t = time.perf_counter()
-s = calibrate(sys.argv[1], rows, sys.argv[2], record, progress=False)
+grid = sys.argv[4] if len(sys.argv) > 4 else "nf4"
+s = calibrate(sys.argv[1], rows, sys.argv[2], record, progress=False, grid=grid, blocksize=64 if grid == "nf4" else 32)
 sec = time.perf_counter() - t
 hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"seconds": sec, "peak_rss": hwm, "tokens": s.record["tokens"], "groups": len(s.alphas),
-                  "full_precision": list(s.sensitive())}))
+                  "full_precision": list(s.sensitive()), "rounded": len(s.rounded)}))
 """
 
 
@@ -122,13 +123,17 @@ def cmd_calibrate(args) -> None:
     src = write_random_value_head(Path(args.dir) / "qwen2.5-1.5b-shape.bf16", 28)
     print(f"calibration of the Qwen2.5-1.5B shape (random weights, bf16 checkpoint {format_bytes(dir_bytes(src))}), "
           f"{args.rows} built-in rows, {torch.get_num_threads()} threads, fresh process each\n")
-    print(f"{'scheme':8} {'tokens':>7} {'groups':>7} {'seconds':>8} {'peak RSS':>10}  kept at full precision")
-    for scheme in ("int8", "int4"):
-        out = subprocess.run([sys.executable, "-c", CALIBRATE_CHILD, str(src), scheme, str(args.rows)],
+    print(f"{'scheme':22} {'tokens':>7} {'groups':>7} {'GPTQ':>5} {'seconds':>8} {'peak RSS':>10}  "
+          "kept at full precision (int8)")
+    # int4: AWQ smoothing + GPTQ rounding (the defaults), on NF4 (torch) and on MatMulNBits' int4 (ONNX export)
+    for label, scheme, grid in (("int8 smoothquant", "int8", "nf4"), ("int4 awq+gptq nf4", "int4", "nf4"),
+                                ("int4 awq+gptq onnx b32", "int4", "matmulnbits"))[args.skip:]:
+        out = subprocess.run([sys.executable, "-c", CALIBRATE_CHILD, str(src), scheme, str(args.rows), grid],
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{scheme:8} {r['tokens']:7d} {r['groups']:7d} {r['seconds']:8.1f} {format_bytes(r['peak_rss']):>10}  "
-              f"{', '.join(r['full_precision']) or '-'}", flush=True)
+        kept = ", ".join(r["full_precision"]) if scheme == "int8" else "-"
+        print(f"{label:22} {r['tokens']:7d} {r['groups']:7d} {r['rounded']:5d} {r['seconds']:8.1f} "
+              f"{format_bytes(r['peak_rss']):>10}  {kept or '-'}", flush=True)
 
 
 def dir_bytes(d: Path) -> int:
@@ -226,6 +231,7 @@ def main() -> None:
     c = sub.add_parser("calibrate")
     c.add_argument("--dir", default=default_dir)
     c.add_argument("--rows", type=int, default=16)
+    c.add_argument("--skip", type=int, default=0, help="skip the first N rows of the table (int8, int4 nf4)")
     k = sub.add_parser("kernels")
     k.add_argument("--dir", default=default_dir)
     k.add_argument("--layers", type=int, default=4)
