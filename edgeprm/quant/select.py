@@ -12,11 +12,16 @@ weight packed once (`edgeprm.kernels.cpu_linear`; 2x faster on an AMD EPYC with 
 512 x 1536 -> 8960). `EDGEPRM_FP32_GEMM=mkl|onednn` forces one.
 
 `cpu_kernel(scheme, dtype)` times every CPU kernel of the scheme that can run here on one layer-sized GEMM
-(256 tokens x 1536 -> 4096, median of 3 after a warm-up, ~1 s in all), keeps the fastest, and remembers it in
+(256 tokens x 1536 -> 4096, ~1 s in all), keeps the fastest, and remembers it in
 `$EDGEPRM_CACHE/kernel-choice.json` (default ~/.cache/edgeprm) per CPU kind, model, torch version, thread count and
 compute dtype, so a machine measures once. `EDGEPRM_KERNEL_PROBE=0` skips the measurement and takes the static
 preference of `preferred_cpu_kernel` (what the measurements above found for each CPU kind); `QuantConfig(kernel=...)`
 always wins over both.
+
+The candidates are timed in turns (one call of each, ROUNDS times, after a warm-up call of each) and each keeps its
+fastest call: a burst of load from another process then slows every candidate alike. Timed one after the other
+(median of 3 each) while a calibration ran on the same 2 cores, the int8 probe once measured fbgemm 22.5 ms, oneDNN
+20.5 ms and bitsandbytes 4.4 ms, and chose bitsandbytes (unloaded: 2.8 / 2.4 / 4.1 ms).
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from edgeprm.quant.config import QUANT_SCHEMES, QuantConfig
 
 PROBE_ENV = "EDGEPRM_KERNEL_PROBE"
 PROBE_SHAPE = (256, 1536, 4096)  # tokens, in, out: a layer-sized GEMM that takes milliseconds
+ROUNDS = 5
 
 
 def cache_file() -> Path:
@@ -62,20 +67,23 @@ def preferred_cpu_kernel(scheme: str, dtype: torch.dtype = torch.float32) -> str
     return "nf4-dense"
 
 
-def median_seconds(m, x, runs: int = 3) -> float:
-    """Median seconds of `m(x)` over `runs` calls after a warm-up, without autograd."""
+def interleaved_seconds(probes: dict[str, tuple], rounds: int = ROUNDS) -> dict[str, float]:
+    """{name: fastest seconds of `m(x)`} for probes {name: (m, x)}, timed in turns: one call of each per round,
+    after a warm-up call of each, without autograd."""
+    best = {name: float("inf") for name in probes}
     with torch.inference_mode():
-        m(x)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
+        for m, x in probes.values():
             m(x)
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for _ in range(rounds):
+            for name, (m, x) in probes.items():
+                t = time.perf_counter()
+                m(x)
+                best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
-def time_kernel(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE) -> float:
-    """Median seconds of one forward of `kernel` on a random layer of `shape` (tokens, in, out)."""
+def kernel_probe(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE) -> tuple:
+    """(module, input): `kernel` on a random layer of `shape` (tokens, in, out)."""
     from edgeprm.quant.modules import build_linear
     from edgeprm.quant.primitives import quantize_weight
 
@@ -85,8 +93,12 @@ def time_kernel(scheme: str, kernel: str, dtype: torch.dtype, shape=PROBE_SHAPE)
     w = torch.randn(n, k, generator=g) / k**0.5
     m = build_linear(kernel, quantize_weight(cfg.spec.storage, w, cfg.nf4_blocksize), None, (n, k), cfg,
                      torch.device("cpu"))
-    x = torch.randn(tokens, k, generator=g).to(dtype)
-    return median_seconds(m, x)
+    return m, torch.randn(tokens, k, generator=g).to(dtype)
+
+
+def time_kernels(scheme: str, kernels, dtype: torch.dtype, shape=PROBE_SHAPE) -> dict[str, float]:
+    """{kernel: fastest seconds of one forward} for each of `kernels` on the same random layer, timed in turns."""
+    return interleaved_seconds({k: kernel_probe(scheme, k, dtype, shape) for k in kernels})
 
 
 def _key(scheme: str, dtype: torch.dtype) -> str:
@@ -117,16 +129,14 @@ def _remember(key: str, times, handicap: dict[str, float] | None = None) -> str:
     return best
 
 
-def time_fp32_gemm(engine: str, shape=PROBE_SHAPE) -> float:
-    """Median seconds of one float32 Linear forward of `shape` (tokens, in, out) on "mkl" or "onednn"."""
+def fp32_gemm_probe(engine: str, shape=PROBE_SHAPE) -> tuple:
+    """(module, input): a float32 Linear of `shape` (tokens, in, out) on "mkl" or "onednn"."""
     from edgeprm.kernels.cpu_linear import OnednnLinear
 
     tokens, k, n = shape
     g = torch.Generator().manual_seed(0)
     lin = torch.nn.Linear(k, n).requires_grad_(False)
-    m = OnednnLinear(lin) if engine == "onednn" else lin
-    x = torch.randn(tokens, k, generator=g)
-    return median_seconds(m, x)
+    return (OnednnLinear(lin) if engine == "onednn" else lin), torch.randn(tokens, k, generator=g)
 
 
 @functools.cache
@@ -144,7 +154,8 @@ def fp32_gemm() -> str:
     cpu = cpu_info()
     key = f"fp32-gemm|{cpu.kind}|{cpu.model}|torch {torch.__version__}|{torch.get_num_threads()} threads"
     # oneDNN must win by a clear margin: a near-tie keeps torch's default (and its exact summation order)
-    return _remember(key, lambda: {e: time_fp32_gemm(e) for e in ("mkl", "onednn")}, {"onednn": 1.15})
+    return _remember(key, lambda: interleaved_seconds({e: fp32_gemm_probe(e) for e in ("mkl", "onednn")}),
+                     {"onednn": 1.15})
 
 
 @functools.cache
@@ -155,5 +166,5 @@ def cpu_kernel(scheme: str, dtype: torch.dtype | None = None) -> str:
     if os.environ.get(PROBE_ENV, "1").strip() == "0" or len(candidates) == 1:
         preferred = preferred_cpu_kernel(scheme, dtype)
         return preferred if preferred in candidates else candidates[0]
-    best = _remember(_key(scheme, dtype), lambda: {k: time_kernel(scheme, k, dtype) for k in candidates})
+    best = _remember(_key(scheme, dtype), lambda: time_kernels(scheme, candidates, dtype))
     return best if best in candidates else preferred_cpu_kernel(scheme, dtype)

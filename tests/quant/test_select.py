@@ -26,11 +26,11 @@ def test_the_fastest_measured_kernel_is_chosen_and_remembered(fresh_choice, monk
     fastest = candidates[-1]  # not the first: the choice must come from the timings
     timed = []
 
-    def fake_time(s, kernel, dtype, shape=select.PROBE_SHAPE):
-        timed.append(kernel)
-        return 0.001 if kernel == fastest else 0.01
+    def fake_time(s, kernels, dtype, shape=select.PROBE_SHAPE):
+        timed.extend(kernels)
+        return {k: 0.001 if k == fastest else 0.01 for k in kernels}
 
-    monkeypatch.setattr(select, "time_kernel", fake_time)
+    monkeypatch.setattr(select, "time_kernels", fake_time)
     assert select.cpu_kernel(scheme, torch.float32) == fastest
     assert sorted(timed) == sorted(candidates)
     record = json.loads(fresh_choice.read_text())
@@ -44,17 +44,40 @@ def test_the_fastest_measured_kernel_is_chosen_and_remembered(fresh_choice, monk
 
 
 def test_real_timings_rank_kernels_that_all_compute_the_layer(fresh_choice):
-    times = {k: select.time_kernel("int8", k, torch.float32, shape=(32, 128, 256))
-             for k in QUANT_SCHEMES["int8"].cpu_kernels if select.available(k)}
+    times = select.time_kernels("int8", [k for k in QUANT_SCHEMES["int8"].cpu_kernels if select.available(k)],
+                                torch.float32, shape=(32, 128, 256))
     assert all(t > 0 for t in times.values())
     assert select.cpu_kernel("int8") in times
 
 
 def test_probing_off_takes_the_preference_for_this_kind_of_cpu(fresh_choice, monkeypatch):
     monkeypatch.setenv(select.PROBE_ENV, "0")
-    monkeypatch.setattr(select, "time_kernel", lambda *a, **k: pytest.fail("must not measure"))
+    monkeypatch.setattr(select, "time_kernels", lambda *a, **k: pytest.fail("must not measure"))
     cpu = cpu_info()
     assert select.cpu_kernel("int8") == ("onednn" if cpu.int8_dot in ("amx", "vnni") else "fbgemm")
     want4 = "bnb-nf4" if cpu.native_bf16 and select.available("bnb-nf4") else "nf4-dense"
     assert select.cpu_kernel("int4") == want4
     assert not fresh_choice.exists()
+
+
+def test_candidates_are_timed_in_turns_and_keep_their_fastest_call():
+    """A candidate slowed for a while (another process's burst of load) keeps its fastest call, and every candidate
+    gets the same number of calls, interleaved."""
+    import time as _time
+
+    order = []
+
+    class Probe:
+        def __init__(self, name, slow_calls, seconds):
+            self.name, self.slow_calls, self.seconds, self.calls = name, slow_calls, seconds, 0
+
+        def __call__(self, x):
+            self.calls += 1
+            order.append(self.name)
+            _time.sleep(0.05 if self.calls <= self.slow_calls else self.seconds)
+
+    a, b = Probe("a", 3, 0.002), Probe("b", 0, 0.02)
+    times = select.interleaved_seconds({"a": (a, None), "b": (b, None)}, rounds=4)
+    assert times["a"] < times["b"] < 0.05
+    assert a.calls == b.calls == 5
+    assert order[2:6] == ["a", "b", "a", "b"]  # after the warm-up calls, in turns
