@@ -1,5 +1,5 @@
-"""Error-compensated 4-bit rounding (GPTQ's column-by-column update) on the two 4-bit grids edgeprm stores: bitsandbytes'
-NF4 (torch backend) and onnxruntime's symmetric MatMulNBits int4 (ONNX bundles).
+"""Error-compensated 4-bit rounding (GPTQ's column-by-column update) on the two 4-bit grids edgeprm stores:
+bitsandbytes' NF4 (torch backend) and onnxruntime's symmetric MatMulNBits int4 (ONNX bundles).
 
 Round-to-nearest NF4 rounds each weight on its own. GPTQ rounds the columns of a Linear weight one at a time and
 moves each column's rounding error onto the columns not yet rounded, weighted by the inverse Hessian of the layer's

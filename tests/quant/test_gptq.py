@@ -150,7 +150,7 @@ def test_quantized_checkpoint_stores_the_calibrated_codes(tmp_path, monkeypatch)
 # -- MatMulNBits' symmetric int4 (ONNX bundles) ---------------------------------------------------------------------
 def _ort_round_to_nearest(w: torch.Tensor, block: int):
     """onnxruntime's own quantizer on a one-MatMul graph whose B is w^T: its (q, scales) initializers."""
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
