@@ -147,23 +147,39 @@ def _worker(spec: dict) -> dict:
             "step_rewards": rewards}
 
 
+def _encoder_and_head(model: str):
+    """edgeprm's encoder and fp32 reward head for the checkpoint at `model`, read as `edgeprm.load` reads them,
+    without its backbone."""
+    import torch
+
+    from edgeprm.encoding import Encoder
+    from edgeprm.families import detect_family
+    from edgeprm.loading import SafetensorsCheckpoint, read_config
+    from edgeprm.tokenizer import PRMTokenizer
+
+    config, weights = read_config(Path(model)), SafetensorsCheckpoint(Path(model))
+    fam = detect_family(Path(model), config, weights)
+    tokenizer, options = PRMTokenizer.from_dir(Path(model)), fam.options(config, {})
+    head = fam.load_head(Path(model), config, weights, tokenizer, options, config["hidden_size"])
+    return Encoder(fam, tokenizer, fam.max_length(config), options=options), head.to(dtype=torch.float32)
+
+
 def _peer_runner(cfg: BenchConfig, model: str, rows: list[dict], spec: dict):
     """(run, tokens) for a peer: transformers' recipe or llama.cpp, edgeprm's head on their hidden states."""
     import torch
 
-    import edgeprm
     from edgeprm.kernels.step_head import head_rewards_ref
+    from edgeprm.trajectory import as_trajectory
 
-    # The encoding and the head are edgeprm's (the same ids and positions); only the backbone is the peer's.
-    ref = edgeprm.load(model, device="cpu", dtype="float32")
-    encoded = [ref.prepare(r).encoded for r in rows]
-    head = ref.head
+    # The encoding and the head are edgeprm's (the same ids and positions); only the backbone is the peer's, and
+    # edgeprm's is never loaded: the peer's peak RSS is its own.
+    encoder, head = _encoder_and_head(model)
+    encoded = [encoder.encode(as_trajectory(r, encoder.split)) for r in rows]
     tokens = sum(len(e.ids) for e in encoded)
     if cfg.backend == "transformers":
         from transformers import AutoModel
 
         dtype = torch.float32 if cfg.dtype == "float32" else torch.bfloat16
-        del ref
         backbone = AutoModel.from_pretrained(model, dtype=dtype).eval()
 
         def hidden(ids):
@@ -172,7 +188,6 @@ def _peer_runner(cfg: BenchConfig, model: str, rows: list[dict], spec: dict):
     else:
         from edgeprm.perf.gguf import LlamaCppBackbone
 
-        del ref
         llm = LlamaCppBackbone(spec["gguf"][cfg.quantization], threads=torch.get_num_threads(),
                                n_ctx=max(len(e.ids) for e in encoded) + 16)
 
@@ -213,8 +228,9 @@ def prepare_artifacts(model: Path, work: Path, wanted: list[BenchConfig], log=pr
             dst = fp32 if scheme == "none" else work / "-".join(["onnx", scheme, *([method] if method else [])])
             if not (dst / BUNDLE_FILE).is_file():
                 t = time.perf_counter()
-                src = model if scheme == "none" else fp32
-                _export_in_subprocess(src, dst, ExportConfig(scheme, int8_method=method or "nbits"))
+                # From the checkpoint, as a user exports: a quantized bundle gets the calibration (smoothing, and
+                # for int4 GPTQ rounding) that quantizing the fp32 bundle cannot give it.
+                _export_in_subprocess(model, dst, ExportConfig(scheme, int8_method=method or "nbits"))
                 log(f"  exported {dst.name} in {time.perf_counter() - t:.0f} s")
             out["onnx"][scheme, method] = dst
     kinds = {c.quantization for c in wanted if c.backend == "llama.cpp"}
