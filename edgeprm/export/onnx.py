@@ -68,7 +68,11 @@ DEFAULT_INT8_METHOD = "nbits"
 INT8_METHODS = ("nbits", "dynamic")
 INT8_ACCURACY_LEVEL = 4
 DEFAULT_BLOCK_SIZE = 32
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's hard limit is 2 GiB for the whole file; keep a margin
+# Weights go to an external data file above this size (protobuf's hard limit is 2 GiB for a whole file, but the reason
+# here is memory): onnxruntime maps external initializers, while inline ones are parsed into the protobuf and copied
+# again into the session. A 4-layer slice of the 1.5B shape (1.7 GB of fp32 weights) measured int4 at 0.65 GB peak
+# RSS with external data against 1.91 GB inline, int8 at 0.78 GB against 1.99 GB.
+EXTERNAL_DATA_BYTES = 64 * 2**20
 HEAD_SCOPE = "reward_head"
 
 

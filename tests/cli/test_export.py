@@ -19,12 +19,12 @@ from ..helpers import close, items  # noqa: E402
 def test_cli_export_then_score_with_the_onnx_backend(checkpoints, bundle, tmp_path, capsys):
     out = tmp_path / "bundle"
     assert cli_main(["export", str(checkpoints["value-head"]), str(out), "--quantization", "int4",
-                     "--block-size", "16", "--accuracy-level", "1", "--no-smooth"]) == 0
+                     "--block-size", "16", "--accuracy-level", "1", "--no-smooth", "--rounding", "nearest"]) == 0
     meta = json.loads((out / BUNDLE_FILE).read_text())
     assert meta["graph"] == "prm.int4.b16.onnx"
     assert meta["quantization"]["block_size"] == 16 and meta["quantization"]["accuracy_level"] == 1
     assert meta["quantization"]["smoothing"] is None
-    # Without smoothing (which needs the checkpoint), quantizing the fp32 bundle gives the same graph as exporting
+    # Without smoothing and GPTQ (both need the checkpoint), quantizing the fp32 bundle gives the same graph as exporting
     # the checkpoint straight to int4.
     again = export(bundle("value-head"), tmp_path / "again", ExportConfig("int4", 16, 1))
     trajs = items(3, 4)
