@@ -49,6 +49,17 @@ class Encoder:
         self.options = options if options is not None else self.declaration.options({}, {})
         self.positions = self.declaration.bind(tokenizer, self.options, split)
 
+    @classmethod
+    def from_checkpoint(cls, model_dir) -> Encoder:
+        """The encoder `edgeprm.load(model_dir)` uses with default options (detected family, its tokenizer and
+        limit), without loading any weights."""
+        from edgeprm.families import detect_family
+        from edgeprm.loading import SafetensorsCheckpoint, read_config
+
+        config = read_config(model_dir)
+        fam = detect_family(model_dir, config, SafetensorsCheckpoint(model_dir))
+        return cls(fam, PRMTokenizer.from_dir(model_dir), fam.max_length(config), options=fam.options(config, {}))
+
     def __getattr__(self, name: str):
         # The family's own state (sep_id of a step-classifier, tag_id of a token-prob PRM) reads through.
         if name == "positions":

@@ -285,9 +285,9 @@ def _write_rounded(model, weights: dict[str, str], smoothing) -> int:
 
 
 def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[str], external_data: bool,
-                   smoothing=None) -> dict:
+                   smoothing=None, weights: dict[str, str] | None = None) -> dict:
     """Quantize the fp32 graph `src` into `dst`; returns the scheme's record for edgeprm.json. With a calibration
-    that rounded the int4 weights (GPTQ), its codes replace round-to-nearest's."""
+    that rounded the int4 weights (GPTQ) and the graph's `linear_weights`, its codes replace round-to-nearest's."""
     record = {"scheme": config.quantization, "excluded_nodes": head_nodes, "embedding": "fp32"}
     if config.quantization == "int8" and config.int8_method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -310,8 +310,7 @@ def quantize_graph(src: Path, dst: Path, config: ExportConfig, head_nodes: list[
                                          nodes_to_exclude=head_nodes, algo_config=algo)
         quantizer.process()
         rounded = 0
-        if bits == 4 and smoothing is not None and smoothing.rounded:
-            weights = linear_weights(onnx.load(str(src), load_external_data=False))
+        if bits == 4 and smoothing is not None and smoothing.rounded and weights is not None:
             rounded = _write_rounded(quantizer.model.model, weights, smoothing)
         quantizer.model.save_model_to_file(str(dst), use_external_data_format=external_data)
         record.update(method="onnxruntime.quantization.matmul_nbits_quantizer.MatMulNBitsQuantizer", bits=bits,
@@ -420,7 +419,10 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
             export_graph(scorer, fp32, external_data=external)
             del scorer  # the quantizers load the graph again: free the torch weights first
             gc.collect()
-        head_nodes = head_matmul_nodes(fp32)
+        import onnx
+
+        graph = onnx.load(str(fp32), load_external_data=False)  # the node scopes, read once
+        head_nodes = head_matmul_nodes(graph)
         expected = 1 + bool(meta["head"]["hidden_layer"])
         assert len(head_nodes) == expected, f"found reward-head nodes {head_nodes}, expected {expected}"
         if config.quantization == "none":
@@ -428,7 +430,8 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
             produced = sorted(p for p in fp32.parent.iterdir() if p.name.startswith(fp32.name))
         else:
             with _quiet():
-                record = quantize_graph(fp32, tmp / config.graph, config, head_nodes, external, smoothing)
+                record = quantize_graph(fp32, tmp / config.graph, config, head_nodes, external, smoothing,
+                                        linear_weights(graph) if smoothing is not None and smoothing.rounded else None)
             # Smoothing happens in the trace, so only an export from a checkpoint has it.
             record["smoothing"] = smoothing.to_record() if smoothing is not None else None
             produced = sorted(p for p in tmp.iterdir() if p.name.startswith(config.graph))

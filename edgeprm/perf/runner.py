@@ -153,15 +153,13 @@ def _encoder_and_head(model: str):
     import torch
 
     from edgeprm.encoding import Encoder
-    from edgeprm.families import detect_family
     from edgeprm.loading import SafetensorsCheckpoint, read_config
-    from edgeprm.tokenizer import PRMTokenizer
 
-    config, weights = read_config(Path(model)), SafetensorsCheckpoint(Path(model))
-    fam = detect_family(Path(model), config, weights)
-    tokenizer, options = PRMTokenizer.from_dir(Path(model)), fam.options(config, {})
-    head = fam.load_head(Path(model), config, weights, tokenizer, options, config["hidden_size"])
-    return Encoder(fam, tokenizer, fam.max_length(config), options=options), head.to(dtype=torch.float32)
+    model = Path(model)
+    encoder, config = Encoder.from_checkpoint(model), read_config(model)
+    head = encoder.declaration.load_head(model, config, SafetensorsCheckpoint(model), encoder.tokenizer,
+                                         encoder.options, config["hidden_size"])
+    return encoder, head.to(dtype=torch.float32)
 
 
 def _peer_runner(cfg: BenchConfig, model: str, rows: list[dict], spec: dict):

@@ -47,8 +47,8 @@ SAMPLE_TOKENS = 512  # activation rows kept per group for the alpha search
 DEFAULT_ROWS = 16  # built-in calibration set: synthetic problems of the demo generator
 BUILTIN = ASSETS / "calibration.jsonl"
 SENSITIVE_RATIO = 3.0  # a group this many times the median group's error stays at full precision...
-GRIDS = ("nf4", "matmulnbits")  # the 4-bit grids GPTQ rounds to: the torch backend's NF4, the ONNX bundles' int4
 SENSITIVE_BUDGET = 0.10  # ...within this share of the Linear weights
+GRIDS = ("nf4", "matmulnbits")  # the 4-bit grids GPTQ rounds to: the torch backend's NF4, the ONNX bundles' int4
 # projection group: (the module whose input is observed, the tensors it feeds, what produces the activation)
 GROUPS = {
     "attn": ("self_attn.q_proj", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "input_layernorm"),
@@ -272,7 +272,9 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
     config, weights = read_config(model_dir), SafetensorsCheckpoint(model_dir)
     p = weights.backbone_prefix
     # Encoding only (the family's recipe): the tokenizer and positions of a scorer, without its backbone weights.
-    encoder = _encoder(model_dir)
+    from edgeprm.encoding import Encoder
+
+    encoder = Encoder.from_checkpoint(model_dir)
     seqs = []
     for i, row in enumerate(rows):
         try:
@@ -343,17 +345,6 @@ def calibrate(model_dir: str | Path, rows: list[dict], scheme: str, record: dict
         del layer
     rec = {**(record or {}), "tokens": sum(len(s) for s in seqs), "seconds": round(time.perf_counter() - t0, 1)}
     return Smoothing(factors, alphas, scheme, rec, errors, rounded, blocksize, grid)
-
-
-def _encoder(model_dir):
-    from edgeprm.encoding import Encoder
-    from edgeprm.families import detect_family
-    from edgeprm.loading import SafetensorsCheckpoint, read_config
-    from edgeprm.tokenizer import PRMTokenizer
-
-    config = read_config(model_dir)
-    fam = detect_family(model_dir, config, SafetensorsCheckpoint(model_dir))
-    return Encoder(fam, PRMTokenizer.from_dir(model_dir), fam.max_length(config), options=fam.options(config, {}))
 
 
 def _trajectory(row, split):

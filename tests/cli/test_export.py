@@ -24,8 +24,8 @@ def test_cli_export_then_score_with_the_onnx_backend(checkpoints, bundle, tmp_pa
     assert meta["graph"] == "prm.int4.b16.onnx"
     assert meta["quantization"]["block_size"] == 16 and meta["quantization"]["accuracy_level"] == 1
     assert meta["quantization"]["smoothing"] is None
-    # Without smoothing and GPTQ (both need the checkpoint), quantizing the fp32 bundle gives the same graph as exporting
-    # the checkpoint straight to int4.
+    # Without smoothing and GPTQ (both need the checkpoint), quantizing the fp32 bundle gives the same graph as
+    # exporting the checkpoint straight to int4.
     again = export(bundle("value-head"), tmp_path / "again", ExportConfig("int4", 16, 1))
     trajs = items(3, 4)
     close(load_onnx(again).score_batch(trajs), load_onnx(out).score_batch(trajs), 0.0)
