@@ -13,7 +13,9 @@ activations quantized to uint8 per call. That kernel takes one range for the who
 no longer coarsens its batchmates (scores still move with batch composition within the quantization error, through
 the shared rounding grid). It is the fast CPU path (int8 GEMM, ~1.4x a bf16 GEMM on an AVX-512 CPU). Activations
 use the full 8 bits where the CPU's u8*s8 dot product does not saturate (probed once: AVX512-VNNI does not), else 7
-bits as torch's default does. NF4's activations stay bf16; bitsandbytes int8 quantizes per row, and only its choice
+bits as torch's default does. By default each token goes in as two such digits, the second the first's rounding
+error (`QuantConfig.wide_activations`; `FbgemmInt8Linear._two_digits`): one GEMM of twice the rows for activations
+good to ~16 bits, whose results no longer depend on the batch. NF4's activations stay bf16; bitsandbytes int8 quantizes per row, and only its choice
 of fp16 outlier columns depends on the batch.
 
 Weights are quantized while they are loaded (`edgeprm.loading.load_backbone`'s `transform` hook), one Linear at a
@@ -78,10 +80,12 @@ class FbgemmInt8Linear(nn.Module):
     """
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool,
-                 engine: str = "fbgemm"):
+                 engine: str = "fbgemm", digits: int = 1):
         super().__init__()
         self.out_features, self.in_features = q.shape
-        self.reduce_range, self.engine = bool(reduce_range), engine
+        if digits not in (1, 2) or (digits == 2 and self.in_features < 2):
+            raise ValueError(f"digits must be 1 or 2 (2 needs at least 2 inputs); got {digits} for {q.shape}")
+        self.reduce_range, self.engine, self.digits = bool(reduce_range), engine, digits
         self._packed = _fbgemm_pack(q, scale, None, engine)
         self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous(), persistent=False)
         # fbgemm keeps the packed int8 matrix plus, per output channel, a scale, a zero point, a column offset
@@ -94,16 +98,41 @@ class FbgemmInt8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float().reshape(-1, self.in_features)
         token_scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-        y = torch.ops.quantized.linear_dynamic((xf / token_scale).contiguous(), self._packed,
-                                               reduce_range=self.reduce_range)
-        y = y * token_scale
+        if self.digits == 2:
+            y = self._two_digits(xf, token_scale)
+        else:
+            y = torch.ops.quantized.linear_dynamic((xf / token_scale).contiguous(), self._packed,
+                                                   reduce_range=self.reduce_range)
+            y = y * token_scale
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
+    def _two_digits(self, xf: torch.Tensor, token_scale: torch.Tensor) -> torch.Tensor:
+        """x @ W.T with each token written as two int8 digits, x / absmax ~= (d1 + d2 / (2 top)) / top, both run in
+        one GEMM of twice the rows: activations good to ~1 / (2 top^2) of their absmax (1.6e-5 at 8 bits).
+
+        The kernel quantizes its input with the range of the whole tensor; one extra row holding -(top + 1) and top
+        fixes that range to 2 top + 1 steps of exactly 1 (zero point top + 1), so integer digits pass through its
+        quantizer unchanged and the int32 sums are those of the digits (tests hold them to fp32 rounding).
+        """
+        top = 63 if self.reduce_range else 127  # 7-bit activations where the u8*s8 dot product saturates
+        t, k = xf.shape
+        buf = torch.empty(2 * t + 1, k)
+        s = xf * (top / token_scale)
+        d1, d2 = buf[:t], buf[t : 2 * t]
+        torch.round(s, out=d1)
+        torch.sub(s, d1, out=d2).mul_(2 * top).round_()
+        buf[2 * t].zero_()
+        buf[2 * t, :2] = torch.tensor([-(top + 1.0), float(top)])
+        y = torch.ops.quantized.linear_dynamic(buf, self._packed, reduce_range=self.reduce_range)
+        return torch.add(y[:t], y[t : 2 * t], alpha=1.0 / (2 * top)).mul_(token_scale / top)
+
     def extra_repr(self) -> str:
+        bits = 7 if self.reduce_range else 8
+        acts = f"two {bits}-bit digits" if self.digits == 2 else f"{bits}-bit"
         return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
-                f"activations={'7' if self.reduce_range else '8'}-bit per token")
+                f"activations={acts} per token")
 
 
 _SCRATCH: dict[tuple, torch.Tensor] = {}
@@ -250,12 +279,13 @@ def _bnb_int8_class():
 
 
 def build_linear(kernel: str, stored: dict[str, torch.Tensor], bias: torch.Tensor | None, shape: tuple[int, int],
-                 cfg: QuantConfig, device: torch.device) -> nn.Module:
+                 cfg: QuantConfig, device: torch.device, name: str = "") -> nn.Module:
     """A quantized Linear of `shape` (out, in) for `kernel`, from its stored tensors (see `quantize_weight`)."""
     out_f, in_f = shape
     if kernel in ("fbgemm", "onednn"):
         rr = int8_dot_saturates(kernel) if cfg.reduce_range is None else cfg.reduce_range
-        return FbgemmInt8Linear(stored[""], stored[SCALE_SUFFIX], bias, rr, engine=kernel)
+        return FbgemmInt8Linear(stored[""], stored[SCALE_SUFFIX], bias, rr, engine=kernel,
+                                digits=2 if cfg.wide(name) else 1)
     if kernel == "nf4-dense":
         return Nf4DenseLinear(stored[""].to(device), stored[".absmax"].to(device), stored[".quant_map"].to(device),
                               cfg.nf4_blocksize, shape, bias).eval()
@@ -336,7 +366,7 @@ def make_transform(cfg: QuantConfig, device: torch.device, compute_dtype: torch.
         else:
             return None
         bias = read(name + ".bias").to(device, compute_dtype) if module.bias is not None else None
-        built = build_linear(kernel, tensors, bias, shape, cfg, device)
+        built = build_linear(kernel, tensors, bias, shape, cfg, device, name)
         del tensors, bias
         _release_freed_memory()
         return built

@@ -61,6 +61,32 @@ def test_fbgemm_linear_is_torch_dynamic_quantized_linear_per_token():
     assert err.max() <= 0.05, err.max()
 
 
+@pytest.mark.parametrize("engine", ["fbgemm", "onednn"])
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_two_digit_activations_are_exact_to_the_digit_grid_and_batch_invariant(engine, reduce_range):
+    """digits=2: each token as two int8 digits in one GEMM; the result is within the digit grid's rounding,
+    x / absmax to 1 / (4 top^2), of the dequantized weights' exact product (fresh random inputs, an outlier channel),
+    and a token's output does not depend on its batchmates (the kernel's input range is pinned)."""
+    seed = int(torch.randint(0, 2**31, ()).item())
+    g = torch.Generator().manual_seed(seed)
+    k, n = 96, 80
+    q, scale = quantize_int8_rowwise(torch.randn(n, k, generator=g))
+    x = torch.randn(3, 11, k, generator=g)
+    x[..., 5] *= 60.0
+    lin = FbgemmInt8Linear(q, scale, None, reduce_range, engine=engine, digits=2)
+    w = dequantize_int8_rowwise(q, scale).double()
+    exact = x.double() @ w.T
+    top = 63 if reduce_range else 127
+    bound = x.double().abs().amax(-1, keepdim=True) / (4 * top**2) * w.abs().sum(1) + 1e-5 * exact.abs().amax()
+    err = (lin(x).double() - exact).abs()
+    assert (err <= bound).all(), (seed, (err / bound).max())
+    one = x[0, :1] + torch.randn(1, k, generator=g)
+    alone, batched = lin(one), lin(torch.cat([one, 1000 * x[1]]))[:1]
+    assert torch.allclose(alone, batched, rtol=1e-5, atol=1e-5 * alone.abs().max().item()), seed
+    one_digit = FbgemmInt8Linear(q, scale, None, reduce_range, engine=engine)
+    assert err.mean() < (one_digit(x).double() - exact).abs().mean() / 20, seed  # what the second digit buys
+
+
 @pytest.mark.parametrize(("scheme", "kernel"), PATHS)
 @pytest.mark.parametrize("shape", [(64, 128), (41, 72)])  # bitsandbytes' packed NF4 CPU kernel; its fallback
 def test_quantized_linear_close_to_its_dequantized_weights(scheme, kernel, shape):
