@@ -101,13 +101,12 @@ class QuantConfig:
         if self.kernel is not None and self.kernel not in QUANT_SCHEMES[self.scheme].kernels:
             raise ValueError(f"kernel {self.kernel!r} does not run {self.scheme} weights; choose one of "
                              f"{QUANT_SCHEMES[self.scheme].kernels}")
-        if isinstance(self.keep, str) or not all(isinstance(k, str) for k in self.keep):
-            raise ValueError(f"keep must be a tuple of module-name patterns like ('layers.0.*',); got {self.keep!r}")
-        object.__setattr__(self, "keep", tuple(self.keep))
-        if isinstance(self.wide_activations, str) or not all(isinstance(k, str) for k in self.wide_activations):
-            raise ValueError("wide_activations must be a tuple of module-name patterns like ('*.down_proj',); got "
-                             f"{self.wide_activations!r}")
-        object.__setattr__(self, "wide_activations", tuple(self.wide_activations))
+        for field, example in (("keep", "'layers.0.*'"), ("wide_activations", "'*.down_proj'")):
+            patterns = getattr(self, field)
+            if isinstance(patterns, str) or not all(isinstance(k, str) for k in patterns):
+                raise ValueError(f"{field} must be a tuple of module-name patterns like ({example},); got "
+                                 f"{patterns!r}")
+            object.__setattr__(self, field, tuple(patterns))
         if self.nf4_blocksize not in NF4_BLOCKSIZES:
             raise ValueError(f"nf4_blocksize must be one of {NF4_BLOCKSIZES}; got {self.nf4_blocksize}")
         if self.embeddings not in EMBEDDINGS:
@@ -145,11 +144,15 @@ class QuantConfig:
         return self.smooth or (self.spec.storage == "nf4" and self.rounding == "gptq")
 
     def keeps(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.keep)
+        return _matches(name, self.keep)
 
     def wide(self, name: str) -> bool:
         """Whether the int8 Linear `name` takes its activations as two int8 digits (`wide_activations`)."""
-        return any(fnmatch.fnmatchcase(name, p) for p in self.wide_activations)
+        return _matches(name, self.wide_activations)
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def as_quant_config(quantization) -> QuantConfig | None:

@@ -15,8 +15,8 @@ the shared rounding grid). It is the fast CPU path (int8 GEMM, ~1.4x a bf16 GEMM
 use the full 8 bits where the CPU's u8*s8 dot product does not saturate (probed once: AVX512-VNNI does not), else 7
 bits as torch's default does. By default each token goes in as two such digits, the second the first's rounding
 error (`QuantConfig.wide_activations`; `FbgemmInt8Linear._two_digits`): one GEMM of twice the rows for activations
-good to ~16 bits, whose results no longer depend on the batch. NF4's activations stay bf16; bitsandbytes int8 quantizes per row, and only its choice
-of fp16 outlier columns depends on the batch.
+good to ~16 bits, whose results no longer depend on the batch. NF4's activations stay bf16; bitsandbytes int8
+quantizes per row, and only its choice of fp16 outlier columns depends on the batch.
 
 Weights are quantized while they are loaded (`edgeprm.loading.load_backbone`'s `transform` hook), one Linear at a
 time: a full-precision model never sits in memory. `edgeprm quantize` (`edgeprm.quant.checkpoint`) writes the
@@ -119,10 +119,10 @@ class FbgemmInt8Linear(nn.Module):
         top = 63 if self.reduce_range else 127  # 7-bit activations where the u8*s8 dot product saturates
         t, k = xf.shape
         buf = torch.empty(2 * t + 1, k)
-        s = xf * (top / token_scale)
         d1, d2 = buf[:t], buf[t : 2 * t]
-        torch.round(s, out=d1)
-        torch.sub(s, d1, out=d2).mul_(2 * top).round_()
+        torch.mul(xf, top / token_scale, out=d2)  # the scaled token, in place of a temporary
+        torch.round(d2, out=d1)
+        d2.sub_(d1).mul_(2 * top).round_()
         buf[2 * t].zero_()
         buf[2 * t, :2] = torch.tensor([-(top + 1.0), float(top)])
         y = torch.ops.quantized.linear_dynamic(buf, self._packed, reduce_range=self.reduce_range)
