@@ -25,6 +25,12 @@ ASSETS = Path(__file__).resolve().parent / "assets"  # the files that ship with 
 DEMO_MODEL_DIR = ASSETS / "demo-prm"
 
 
+def cache_dir() -> Path:
+    """Where edgeprm keeps what it measured or computed once per machine or checkpoint (kernel choices,
+    calibrations, traced graphs): `$EDGEPRM_CACHE`, default ~/.cache/edgeprm."""
+    return Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm"))
+
+
 def default_model_dir() -> Path:
     """The bundled demo PRM (`edgeprm/assets/demo-prm`): what `edgeprm.load()` and the CLI use without a model."""
     if not (DEMO_MODEL_DIR / "config.json").is_file():

@@ -216,6 +216,108 @@ def export_graph(scorer, path: str | os.PathLike, external_data: bool | None = N
     return sorted(set(path.parent.iterdir()) - before)
 
 
+TRACE_CACHE_FORMAT = 1
+
+
+def _code_digest() -> str:
+    """A digest of edgeprm's own source: a cached trace is never served to code that would trace differently."""
+    import hashlib
+
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _trace_key(model_dir: Path, load_options: dict) -> str:
+    import hashlib
+
+    import onnx
+    import transformers
+
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in model_dir.iterdir() if f.is_file())
+    parts = [TRACE_CACHE_FORMAT, str(model_dir.resolve()), files, sorted((k, str(v)) for k, v in load_options.items()),
+             torch.__version__, onnx.__version__, transformers.__version__, _code_digest()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
+
+
+def trace_fp32(scorer, model_dir: Path, load_options: dict, path: Path, external: bool) -> None:
+    """The plain (unsmoothed) fp32 graph of `scorer` at `path`. Tracing is most of an export's time (8 s for the
+    4-layer demo PRM, 150 s at the 1.5B shape), and every scheme of one checkpoint starts from the same trace
+    (smoothing is written into it afterwards, `smooth_graph`), so a graph with inline weights (small models) is
+    kept in `$EDGEPRM_CACHE/traces/`, keyed by the checkpoint's files, the load options and the versions of the
+    code that traced it. Graphs with external weights (above EXTERNAL_DATA_BYTES) are traced each time: caching
+    them would store gigabytes per model. EDGEPRM_TRACE_CACHE=0 turns the cache off."""
+    from edgeprm.loading import cache_dir
+
+    if external or os.environ.get("EDGEPRM_TRACE_CACHE", "1") == "0":
+        export_graph(scorer, path, external_data=external)
+        return
+    cached = cache_dir() / "traces" / _trace_key(model_dir, load_options) / path.name
+    if cached.is_file():
+        shutil.copyfile(cached, path)
+        return
+    export_graph(scorer, path, external_data=False)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".tmp{os.getpid()}")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only cache only costs the next export its trace
+
+
+def smooth_graph(path: Path, model_dir: Path, smoothing) -> int:
+    """Write the smoothed weights into the plain fp32 graph at `path` (inline or external weights); returns how
+    many initializers changed. Each gets the tensor the torch loader builds from the smoothed checkpoint
+    (`SmoothedCheckpoint`, rounded to the checkpoint's dtype, then float32; a Linear's MatMul holds it
+    transposed), so the graph equals a trace of the smoothed model, bit for bit."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeprm.loading import SafetensorsCheckpoint
+    from edgeprm.quant.calibrate import GROUPS, SmoothedCheckpoint
+
+    model = onnx.load(str(path), load_external_data=False)
+    weights = SmoothedCheckpoint(SafetensorsCheckpoint(model_dir), smoothing)
+    prefix = weights.backbone_prefix
+    where = {i.name[len("backbone."):]: (i.name, False) for i in model.graph.initializer
+             if i.name.startswith("backbone.")}
+    where.update({f"{linear}.weight": (init, True) for init, linear in linear_weights(model).items()})
+    touched = []
+    for key in smoothing.factors:
+        layer, _, group = key.rpartition(".")
+        _, consumers, producer = GROUPS[group]
+        touched += [f"{layer}.{m}.weight" for m in (producer, *consumers)]
+    inits = {i.name: i for i in model.graph.initializer}
+    inline = False
+    for name in dict.fromkeys(touched):
+        if name not in where:
+            raise RuntimeError(f"the traced graph has no initializer for {name} (smoothing cannot be applied)")
+        init_name, transposed = where[name]
+        t = weights.get(prefix + name).float()
+        arr = np.ascontiguousarray((t.T if transposed else t).numpy())
+        init = inits[init_name]
+        if tuple(init.dims) != arr.shape:
+            raise RuntimeError(f"{init_name}: graph shape {tuple(init.dims)}, smoothed {name} {arr.shape}")
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in init.external_data}
+            if int(info.get("length", arr.nbytes)) != arr.nbytes:
+                raise RuntimeError(f"{init_name}: {info.get('length')} external bytes, expected {arr.nbytes}")
+            with open(path.parent / info["location"], "r+b") as f:
+                f.seek(int(info.get("offset", 0)))
+                f.write(arr.astype("<f4", copy=False).tobytes())
+        else:
+            init.CopyFrom(numpy_helper.from_array(arr, init_name))
+            inline = True
+    if inline:
+        onnx.save(model, str(path))
+    return len(dict.fromkeys(touched))
+
+
 def head_matmul_nodes(model) -> list[str]:
     """Names of the MatMul/Gemm nodes of the reward head in an exported graph (onnx.ModelProto or path), found by
     the module scope the exporter records on every node."""
@@ -408,17 +510,20 @@ def export(model, out_dir: str | os.PathLike, config: ExportConfig | None = None
                 smoothing = cached_calibration(src_dir, config.quantization, config.calibration, smooth=config.smooth,
                                                rounding=config.rounding, blocksize=config.block_size,
                                                grid="matmulnbits")
+            # The plain model is traced (or its trace reused) and the smoothing written into the graph afterwards.
             scorer = load(model, ScorerConfig.from_options(device="cpu", dtype="float32", **load_options),
-                          smoothing=smoothing, pack_fp32=False)
+                          pack_fp32=False)
             _prepare_out_dir(out_dir, scorer.model_dir)
             meta = _spec(scorer, model)
             tokenizer_dir = Path(scorer.encoder.tokenizer.source)
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-")))
             fp32 = tmp / graph_file_name("none")
             external = sum(p.numel() * 4 for p in scorer.backbone.parameters()) > EXTERNAL_DATA_BYTES
-            export_graph(scorer, fp32, external_data=external)
+            trace_fp32(scorer, Path(scorer.model_dir), load_options, fp32, external)
             del scorer  # the quantizers load the graph again: free the torch weights first
             gc.collect()
+            if smoothing is not None:
+                smooth_graph(fp32, src_dir, smoothing)
         import onnx
 
         graph = onnx.load(str(fp32), load_external_data=False)  # the node scopes, read once

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from edgeprm.loading import ASSETS
+from edgeprm.loading import ASSETS, cache_dir
 from edgeprm.quant.config import ROUNDINGS
 
 ALPHAS = (0.0, 0.25, 0.5, 0.65, 0.8)
@@ -365,7 +365,7 @@ def cached_calibration(model_dir: str | Path, scheme: str, calibration: str | No
     key = hashlib.sha256(json.dumps([4, str(model_dir.resolve()), scheme, record, list(ALPHAS) if smooth else [0],
                                      [grid, blocksize] if gptq else None, _fingerprint(model_dir)],
                                     sort_keys=True).encode()).hexdigest()[:24]
-    root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm")) / "calibration"
+    root = cache_dir() / "calibration"
     path = root / f"{key}.pt"
     if path.is_file():
         d = torch.load(path, weights_only=True, mmap=True)

@@ -43,8 +43,9 @@ ROUNDS = 5
 
 
 def cache_file() -> Path:
-    root = Path(os.environ.get("EDGEPRM_CACHE", Path.home() / ".cache" / "edgeprm"))
-    return root / "kernel-choice.json"
+    from edgeprm.loading import cache_dir
+
+    return cache_dir() / "kernel-choice.json"
 
 
 def available(kernel: str) -> bool:

@@ -91,7 +91,9 @@ def fidelity(tmp_path_factory):
             if data not in sets:
                 pytest.skip(f"{GSM8K} is absent (it lives in ../shared/data beside the repository)")
             model, rows = sets[data]
-            cache[data] = measure(model, rows, [Variant("bf16", dtype="bfloat16"), *VARIANTS], work / data)
+            # one bundle folder per model: held-out and GSM8K score the same exported bundles
+            cache[data] = measure(model, rows, [Variant("bf16", dtype="bfloat16"), *VARIANTS],
+                                  work / ("bundles-" + Path(model).name))
         return cache[data]
 
     return get
