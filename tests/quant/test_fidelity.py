@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import edgeprm
-from edgeprm.eval.fidelity import Variant, format_rows, measure, verdicts
+from edgeprm.eval.fidelity import Variant, format_rows, measure, score, verdicts
 from edgeprm.eval.parity import FidelityBar, compare
 from edgeprm.quant.config import QuantConfig
 from edgeprm.testing.outliers import add_activation_outliers
@@ -84,19 +84,35 @@ def fidelity(tmp_path_factory):
         from edgeprm.datasets import gsm8k_rows
 
         sets["gsm8k"] = (trained_model(), [r for r in gsm8k_rows(GSM8K) if int(r["group"]) < 100])
-    cache = {}
+    cache, references = {}, {}
 
-    def get(data):
-        if data not in cache:
+    def reference(data):
+        if data not in references:
             if data not in sets:
                 pytest.skip(f"{GSM8K} is absent (it lives in ../shared/data beside the repository)")
             model, rows = sets[data]
+            references[data] = score(model, rows, dtype="float32")
+        return references[data]
+
+    def get(data):
+        if data not in cache:
+            ref = reference(data)
+            model, rows = sets[data]
             # one bundle folder per model: held-out and GSM8K score the same exported bundles
             cache[data] = measure(model, rows, [Variant("bf16", dtype="bfloat16"), *VARIANTS],
-                                  work / ("bundles-" + Path(model).name))
+                                  work / ("bundles-" + Path(model).name), reference=ref)
         return cache[data]
 
+    get.reference, get.sets = reference, sets
     return get
+
+
+def test_the_stress_model_keeps_the_fp32_rewards_bit_identical(fidelity):
+    """Build 1's transform is function-preserving: with a power-of-two factor every product the fp32 GEMMs form is
+    the same, so the 100 held-out problems' rewards on the stress model equal the demo PRM's exactly."""
+    plain, stressed = fidelity.reference("heldout"), fidelity.reference("stress")
+    assert len(plain) == len(stressed) == 400
+    assert [r["step_rewards"] + [r["score"]] for r in stressed] == [r["step_rewards"] + [r["score"]] for r in plain]
 
 
 # Measured on an AMD EPYC with AVX-512, torch 2.13, onnxruntime 1.32 (bench/QUANT.md). torch int8 takes its
@@ -123,16 +139,14 @@ def test_quantized_scorers_hold_the_bars_next_to_bf16(fidelity, data, label):
     assert failures == {label: []}, "\n" + format_rows(reports)
 
 
-def test_plain_int8_breaks_on_activation_outliers_and_smoothing_repairs_it(fidelity, tmp_path):
+def test_plain_int8_breaks_on_activation_outliers_and_smoothing_repairs_it(fidelity):
     """The stress model is why int8 is smoothed by default: plain rounding with one 8-bit digit per token loses
     the ranking there (measured: Spearman 0.94, mean step |delta| 0.06 on 100 problems)."""
-    from edgeprm.demo.evaluate import HELDOUT_SEED
-    from edgeprm.demo.synthetic import generate
-
-    rows = [{**r, "group": r["problem_id"]} for r in generate(40, seed=HELDOUT_SEED)]
-    model = add_activation_outliers(trained_model(), tmp_path / "stress", factor=64)
+    model, rows = fidelity.sets["stress"]
+    ref = fidelity.reference("stress")
     plain, smoothed = (measure(model, rows, [Variant("x", quantization=QuantConfig("int8", smooth=s,
-                                                                                  wide_activations=()))])["x"]
+                                                                                  wide_activations=()))],
+                               reference=ref)["x"]
                        for s in (False, True))
     assert plain.spearman < 0.97 and plain.step_mean_abs > 0.02, plain
     assert smoothed.spearman > 0.995 and smoothed.step_mean_abs < plain.step_mean_abs / 5, smoothed
