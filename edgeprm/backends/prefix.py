@@ -160,8 +160,8 @@ def pack_rows(views: Sequence[Cached], lengths: Sequence[int], pack_tokens: int 
 
 
 def forward_cached(backbone, views: Sequence[Cached], new_ids: Sequence[Sequence[int]],
-                   want: Sequence[Iterable[int]], chunk_tokens: int | None, device: torch.device
-                   ) -> tuple[list[Cached], list[dict[int, torch.Tensor]]]:
+                   want: Sequence[Iterable[int]], chunk_tokens: int | None, device: torch.device,
+                   keep_views: bool = True) -> tuple[list[Cached], list[dict[int, torch.Tensor]]]:
     """Run the backbone over each view's new tokens, attending to its cached ones, in one batch.
 
     views[i] is item i's cached prefix, new_ids[i] the tokens that follow it, want[i] the absolute positions (in
@@ -169,7 +169,9 @@ def forward_cached(backbone, views: Sequence[Cached], new_ids: Sequence[Sequence
     continue the same view (a beam's expansions, a problem's candidates) share one batch row and one copy of the
     view's keys and values (`pack_rows`); a 4-D mask keeps each item to the view and its own tokens, so every
     hidden state equals that of the item run alone. New tokens are fed `chunk_tokens` columns at a time (None: all
-    at once). Returns the views extended by their new tokens (a new span each) and, per item, {position: row}.
+    at once). Returns the views extended by their new tokens (a new span each; with `keep_views=False` the views
+    given, so that whole-trajectory scoring copies no keys and values out of the batch) and, per item,
+    {position: row}.
     """
     lengths = [len(n) for n in new_ids]
     rows = pack_rows(views, lengths)
@@ -221,7 +223,7 @@ def forward_cached(backbone, views: Sequence[Cached], new_ids: Sequence[Sequence
                 if c0 <= col < c1:
                     out_rows[i][views[i].length + col - offset[i][1]] = hidden[r, col - c0].clone()
             del out, hidden
-        for i, (r, col) in offset.items():
+        for i, (r, col) in offset.items() if keep_views else ():
             n, s = lengths[i], starts[r]
             kv = tuple((layer.keys[r : r + 1, :, p_max + col : p_max + col + n].clone(),
                         layer.values[r : r + 1, :, p_max + col : p_max + col + n].clone()) for layer in cache.layers)

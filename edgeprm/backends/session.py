@@ -78,8 +78,9 @@ def plan(view: Cached, rows: dict[int, torch.Tensor], encoded: Encoded, final: b
     return _Plan(view, rows, tuple(encoded.ids[common:target]), {p for p in needed if p >= common})
 
 
-def run(scorer, plans: Sequence[_Plan]) -> list[tuple[Cached, dict[int, torch.Tensor]]]:
-    """Execute plans in batches under the scorer's token budget; each plan's extended view and its rows."""
+def run(scorer, plans: Sequence[_Plan], keep_views: bool = True) -> list[tuple[Cached, dict[int, torch.Tensor]]]:
+    """Execute plans in batches under the scorer's token budget; each plan's extended view and its rows
+    (without `keep_views` the views returned are the plans' own: nothing of the new tokens' cache is kept)."""
     out: list[tuple[Cached, dict] | None] = [None] * len(plans)
     todo = [i for i, p in enumerate(plans) if p.new]
     for i, p in enumerate(plans):
@@ -89,7 +90,8 @@ def run(scorer, plans: Sequence[_Plan]) -> list[tuple[Cached, dict[int, torch.Te
     for bucket in length_buckets(lengths, scorer.token_budget, scorer.max_batch_size):
         idx = [todo[j] for j in bucket]
         views, rows = forward_cached(scorer.backbone, [plans[i].view for i in idx], [plans[i].new for i in idx],
-                                     [plans[i].want for i in idx], scorer.chunk_tokens, scorer.device)
+                                     [plans[i].want for i in idx], scorer.chunk_tokens, scorer.device,
+                                     keep_views=keep_views)
         scorer.backbone_tokens += sum(len(plans[i].new) for i in idx)
         for i, view, new_rows in zip(idx, views, rows):
             out[i] = (view, {**plans[i].rows, **new_rows})
@@ -151,7 +153,8 @@ def score_groups(scorer, groups: Sequence[tuple[Sequence[Encoded], int]]) -> lis
                       {p for e in g for p in needed_positions(e, True) if p < n}) for g, n in groups]
     roots = run(scorer, prefixes)
     plans = [plan(view, rows, e, final=True) for (g, _), (view, rows) in zip(groups, roots) for e in g]
-    results = iter(read_many(scorer, [e for g, _ in groups for e in g], [r for _, r in run(scorer, plans)], True))
+    rows = [r for _, r in run(scorer, plans, keep_views=False)]  # whole trajectories: their caches are not kept
+    results = iter(read_many(scorer, [e for g, _ in groups for e in g], rows, True))
     return [[next(results) for _ in g] for g, _ in groups]
 
 

@@ -152,11 +152,18 @@ class Scorer(ScorerBase):
         return results
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Final (normed) hidden states [B, T, H] of the backbone."""
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        """Final (normed) hidden states [B, T, H] of the backbone (rows at pad positions are unspecified)."""
+        mask = attention_mask
+        if attention_mask[:, 0].all() and (attention_mask[:, 1:] <= attention_mask[:, :-1]).all():
+            # Right padding: under causal attention no real token sees a pad after it, so the real tokens' states
+            # are those of the masked forward without any mask, and the attention runs its causal kernel instead
+            # of building and applying a [B, 1, T, T] mask (pads get positions past their row's end: unused).
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+            mask = None
+        else:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                use_cache=False)
+            out = self.backbone(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
         self.backbone_tokens += int(attention_mask.sum())
         return out.last_hidden_state
 
