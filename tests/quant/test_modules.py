@@ -182,3 +182,30 @@ def test_int8_batch_composition_moves_scores_within_quantization_error(checkpoin
     together = s.score_batch(ROWS)
     worst = max(abs(a - b) for x, y in zip(alone, together) for a, b in zip(x.step_rewards, y.step_rewards))
     assert worst < 0.02
+
+
+@pytest.mark.parametrize("gemm", ["mkl", "onednn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nf4_dense_linear_is_the_dense_product_of_its_dequantized_weights(gemm, dtype, monkeypatch):
+    """nf4-dense expands NF4 chunk by chunk (several chunks here) before each GEMM, on either fp32 engine: the
+    result is x @ dequant(W).T + b to fp32 rounding."""
+    from edgeprm.kernels.cpu_linear import available
+    from edgeprm.quant.modules import Nf4DenseLinear
+
+    if gemm == "onednn" and not available():
+        pytest.skip("this torch build has no oneDNN fp32 Linear")
+    out_f, in_f = 200, 192
+    w, b = torch.randn(out_f, in_f) / in_f ** 0.5, torch.randn(out_f) * 0.1
+    x = torch.randn(3, 7, in_f).to(dtype)
+    stored = quantize_weight("nf4", w)
+    monkeypatch.setattr(Nf4DenseLinear, "CHUNK_ELEMENTS", 64 * in_f)  # 64 rows a chunk: 4 chunks, the last short
+    m = build_linear("nf4-dense", stored, b, (out_f, in_f), QuantConfig("int4", "nf4-dense"), torch.device("cpu"))
+    m.gemm = gemm
+    deq = m.dequantize(torch.float32).clone()  # the whole matrix at once (equal to bitsandbytes' dequantize_4bit)
+    assert (deq - w).abs().max() < 0.2 * w.abs().max()  # and a 4-bit rounding of w
+    with torch.inference_mode():
+        y = m(x)
+    ref = x.float() @ deq.T + b
+    assert y.shape == ref.shape and y.dtype == dtype
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: x and the expanded chunk rounded to bf16
+    assert (y.float() - ref).abs().max() <= tol * ref.abs().max(), (y.float() - ref).abs().max()
