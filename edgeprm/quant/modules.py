@@ -67,6 +67,9 @@ def _fbgemm_pack(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
         torch.backends.quantized.engine = previous
 
 
+MIN_TOKEN_SCALE = 1e-30  # 127 / 1e-30 is finite in float32; activations that small are zero to the GEMM anyway
+
+
 class FbgemmInt8Linear(nn.Module):
     """y = x @ W.T + b with W int8 per output channel and x quantized per token: torch's dynamic int8 GEMM, run by
     fbgemm (`engine="fbgemm"`, AVX2 and AVX-512) or oneDNN (`engine="onednn"`, which uses AVX512-VNNI and AMX).
@@ -97,7 +100,9 @@ class FbgemmInt8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float().reshape(-1, self.in_features)
-        token_scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+        # A token of all zeros (a pad's or an unused embedding row) keeps a scale whose inverse times top stays
+        # finite: with float32's smallest normal, top / scale overflowed to inf and 0 * inf gave NaN digits.
+        token_scale = xf.abs().amax(dim=-1, keepdim=True).clamp_min(MIN_TOKEN_SCALE)
         if self.digits == 2:
             y = self._two_digits(xf, token_scale)
         else:

@@ -209,3 +209,26 @@ def test_nf4_dense_linear_is_the_dense_product_of_its_dequantized_weights(gemm, 
     assert y.shape == ref.shape and y.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: x and the expanded chunk rounded to bf16
     assert (y.float() - ref).abs().max() <= tol * ref.abs().max(), (y.float() - ref).abs().max()
+
+
+@pytest.mark.parametrize("engine", ["fbgemm", "onednn"])
+@pytest.mark.parametrize("digits", [1, 2])
+def test_a_token_of_all_zeros_gives_the_bias_and_leaves_its_batchmates_alone(engine, digits):
+    """An all-zero activation row (a pad's, an unused embedding row's) once made the two-digit path's digits NaN
+    (top / smallest-normal scale overflowed), and a batch of such rows made the kernel refuse the call
+    (ProcessBench-gsm8k hit it); now each such row yields the bias exactly."""
+    w, b = torch.randn(48, 80) / 80**0.5, torch.randn(48)
+    q, scale = quantize_int8_rowwise(w)
+    lin = FbgemmInt8Linear(q, scale, b, False, engine=engine, digits=digits)
+    x = torch.randn(5, 80)
+    x[2] = 0.0
+    x[4] = 1e-35  # below the smallest scale kept: treated like zeros, finite
+    with torch.inference_mode():
+        y, alone = lin(x), lin(x[[0, 1, 3]])
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y[2], b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(y[4], b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(y[[0, 1, 3]], alone, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        zeros = lin(torch.zeros(3, 80))
+    torch.testing.assert_close(zeros, b.expand(3, -1), rtol=0, atol=1e-6)
