@@ -150,7 +150,8 @@ def _scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tens
     """
     key = (dtype, torch.device(device))
     buf = _SCRATCH.get(key)
-    if buf is None or buf.numel() < numel:
+    # a buffer made under torch.inference_mode cannot be written outside it (dequantize after a scoring call)
+    if buf is None or buf.numel() < numel or (buf.is_inference() and not torch.is_inference_mode_enabled()):
         buf = _SCRATCH[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
 
