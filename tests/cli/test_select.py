@@ -130,8 +130,13 @@ def test_resume_after_a_kill_gives_the_same_output(gsm8k, top1, tmp_path):
     summary = json.loads(out.with_name("top1.jsonl.summary.json").read_text())
     assert summary["resumed"] == written and summary["scored"] == 4 * PROBLEMS - written
     got, want = read_jsonl(out), read_jsonl(top1)
-    assert [r["id"] for r in got] == [r["id"] for r in want]
+    assert len(got) == len(want) == PROBLEMS
+    ref = gsm8k["scores"]
     for a, b in zip(got, want):
+        if a["id"] != b["id"]:  # only a tie may pick differently (GSM8K repeats some solutions word for word)
+            assert a["group"] == b["group"], (a["id"], b["id"])
+            assert abs(ref[a["id"]] - ref[b["id"]]) <= NEAR_TIE * max(abs(ref[a["id"]]), 1e-6), (a["id"], b["id"])
+            continue
         assert a["step_rewards"] == pytest.approx(b["step_rewards"], rel=NEAR_TIE, abs=1e-6)
     assert not part.exists() and not out.with_name("top1.jsonl.scored.jsonl").exists()
 
