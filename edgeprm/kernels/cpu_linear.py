@@ -18,6 +18,12 @@ import torch
 BATCH_HINT = 512  # the rows oneDNN packs the weight for (one prefill); any row count runs
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T + bias on oneDNN's fp32 GEMM; `weight` packed (`OnednnLinear`) or a plain [out, in] matrix,
+    such as a chunk of weights expanded right before its product (`edgeprm.quant.modules.Nf4DenseLinear`)."""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight, bias, "none", [], "")
+
+
 def available() -> bool:
     """Whether this torch build has oneDNN's packed fp32 Linear (and it runs here)."""
     if not torch.backends.mkldnn.is_available():
@@ -42,7 +48,7 @@ class OnednnLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.float32:
             raise TypeError(f"OnednnLinear runs float32 inputs; got {x.dtype}")
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
+        return linear(x, self.packed, self.bias)
 
     def storage_bytes(self) -> int:
         """Bytes of the packed weight and the bias (the packed layout holds the same float32 values)."""

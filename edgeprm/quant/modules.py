@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from edgeprm.kernels.cpu_linear import linear as onednn_linear
 from edgeprm.quant.config import QuantConfig, as_quant_config
 from edgeprm.quant.primitives import SCALE_SUFFIX, _bnb, quantize_int8_rowwise, quantize_weight
 
@@ -221,12 +222,10 @@ class Nf4DenseLinear(nn.Module):
         w = _scratch(rows * k, torch.float32, x.device)
         pairs = _code_pairs(self.code)
         per_row = k // self.blocksize
-        # oneDNN's fp32 GEMM on the plain expanded chunk: 512 x 1536 -> 8960 in 51 ms against torch.mm's 126 ms on
-        # the AMD EPYC with AVX-512 (the mkl/onednn choice of the fp32 Linear layers, measured per CPU kind)
+        # oneDNN's fp32 GEMM on the plain expanded chunk: 512 x 1536 -> 8960 in 50.9 ms against torch.mm's 93.3 ms
+        # on the AMD EPYC with AVX-512 (bench/bench_nf4_dense.py; the mkl/onednn choice of the fp32 Linear layers)
         onednn = self.gemm == "onednn" and x.dtype == torch.float32 and x.device.type == "cpu"
-        if onednn:
-            x2c = x2.contiguous()
-        else:
+        if not onednn:
             xt = x2.T.contiguous()  # [k, tokens]: each chunk's product is a contiguous block of out_t's rows
         for a in range(0, n, rows):
             r = min(rows, n - a)
@@ -235,7 +234,7 @@ class Nf4DenseLinear(nn.Module):
             torch.index_select(pairs, 0, ib, out=wb.view(-1, 2))
             wb = wb.view(-1, self.blocksize).mul_(self.absmax[a * per_row : (a + r) * per_row]).view(r, k)
             if onednn:
-                out_t[a : a + r] = torch.ops.mkldnn._linear_pointwise(x2c, wb, None, "none", [], "").T
+                out_t[a : a + r] = onednn_linear(x2, wb).T
             else:
                 torch.mm(wb if x.dtype == torch.float32 else wb.to(x.dtype), xt, out=out_t[a : a + r])
         y = out_t.T
