@@ -28,9 +28,9 @@ FEATURES = {
 }
 
 
-def _proc_cpuinfo() -> tuple[str, frozenset[str]]:
-    """(model name, flags) from /proc/cpuinfo; ('', empty) where there is none (macOS, Windows)."""
-    path = Path("/proc/cpuinfo")
+def _proc_cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, frozenset[str]]:
+    """(model name, flags) of the first processor in /proc/cpuinfo; ('', empty) where there is none (macOS,
+    Windows)."""
     if not path.is_file():
         return platform.processor(), frozenset()
     model, flags = "", set()
