@@ -120,7 +120,7 @@ def test_rounding_is_validated():
         QuantConfig("int4", rounding="awq")
 
 
-def test_quantized_checkpoint_stores_the_calibrated_codes(tmp_path, monkeypatch):
+def test_quantized_checkpoint_stores_the_calibrated_codes(tmp_path):
     import json
 
     from safetensors import safe_open
@@ -128,7 +128,8 @@ def test_quantized_checkpoint_stores_the_calibrated_codes(tmp_path, monkeypatch)
     from edgeprm.cli import main
     from edgeprm.quant.checkpoint import QUANT_MANIFEST
 
-    monkeypatch.setenv("EDGEPRM_CACHE", str(tmp_path / "cache"))
+    # the run's own cache: the demo PRM's calibrations are the ones the fidelity tests use (the key holds the rows,
+    # options and code; a calibration made from scratch is tested above)
     src = Path(edgeprm.__file__).parent / "assets" / "demo-prm"
     outs = {}
     for rounding in ("gptq", "nearest"):
@@ -196,7 +197,7 @@ def test_int4_gptq_output_error_is_well_below_round_to_nearest():
     assert err < 0.7 * base, (err, base)
 
 
-def test_int4_bundle_carries_the_calibrated_codes(tmp_path, monkeypatch):
+def test_int4_bundle_carries_the_calibrated_codes(tmp_path):
     """`edgeprm export --quantization int4` from a checkpoint writes the calibration's GPTQ codes into every decoder
     MatMulNBits node, and the bundle scores close to the fp32 checkpoint."""
     onnx = pytest.importorskip("onnx")
@@ -204,8 +205,7 @@ def test_int4_bundle_carries_the_calibrated_codes(tmp_path, monkeypatch):
 
     from edgeprm.export.onnx import ExportConfig, export
 
-    monkeypatch.setenv("EDGEPRM_CACHE", str(tmp_path / "cache"))
-    src = Path(edgeprm.__file__).parent / "assets" / "demo-prm"
+    src = Path(edgeprm.__file__).parent / "assets" / "demo-prm"  # the run's cache: the fidelity tests' trace
     out = export(src, tmp_path / "b", ExportConfig("int4"))
     meta = __import__("json").loads((out / "edgeprm.json").read_text())
     assert meta["quantization"]["rounding"] == "gptq"
