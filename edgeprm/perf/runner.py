@@ -222,7 +222,8 @@ def prepare_artifacts(model: Path, work: Path, wanted: list[BenchConfig], log=pr
         from edgeprm.export.onnx import ExportConfig
 
         fp32 = work / "onnx-fp32"
-        for scheme, method in [("none", None), *sorted(schemes - {("none", None)}, key=str)]:
+        # fp32 first when it is wanted (its trace is then reused by the quantized exports); not exported otherwise
+        for scheme, method in sorted(schemes, key=lambda s: (s != ("none", None), str(s))):
             dst = fp32 if scheme == "none" else work / "-".join(["onnx", scheme, *([method] if method else [])])
             if not (dst / BUNDLE_FILE).is_file():
                 t = time.perf_counter()
