@@ -209,12 +209,20 @@ class Nf4DenseLinear(nn.Module):
         return sum(t.numel() * t.element_size() for t in (self.packed, self.absmax, self.code, self.bias)
                    if t is not None)
 
+    def _expand(self, a: int, r: int, pairs: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Output rows [a, a + r) of the dense fp32 weight, [r, in], written into the scratch `w` (the packed codes
+        staged as int32 in `idx`, as index_select wants them; `pairs` is `_code_pairs(self.code)`)."""
+        k, per_row = self.in_features, self.in_features // self.blocksize
+        ib, wb = idx[: r * k // 2], w[: r * k]
+        ib.copy_(self.packed[a * k // 2 : (a + r) * k // 2])
+        torch.index_select(pairs, 0, ib, out=wb.view(torch.int64))
+        return wb.view(-1, self.blocksize).mul_(self.absmax[a * per_row : (a + r) * per_row]).view(r, k)
+
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The dense weight [out, in] in `dtype` (a view of the shared scratch buffer: use it before the next call)."""
-        w = _scratch(self.packed.numel() * 2, torch.float32, self.packed.device)
-        torch.index_select(_code_pairs(self.code), 0, self.packed.int(), out=w.view(torch.int64))
-        w.view(-1, self.blocksize).mul_(self.absmax)
-        w = w.view(self.out_features, self.in_features)
+        n, dev = self.packed.numel() * 2, self.packed.device
+        w = self._expand(0, self.out_features, _code_pairs(self.code), _scratch(n // 2, torch.int32, dev),
+                         _scratch(n, torch.float32, dev))
         return w if dtype == torch.float32 else w.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +234,6 @@ class Nf4DenseLinear(nn.Module):
         idx = _scratch(rows * k // 2, torch.int32, x.device)
         w = _scratch(rows * k, torch.float32, x.device)
         pairs = _code_pairs(self.code)
-        per_row = k // self.blocksize
         # oneDNN's fp32 GEMM on the plain expanded chunk: 512 x 1536 -> 8960 in 42.9 ms against torch.mm's 87.3 ms
         # on the AMD EPYC with AVX-512 (bench/bench_nf4_dense.py; the mkl/onednn choice of the fp32 Linear layers)
         onednn = self.gemm == "onednn" and x.dtype == torch.float32 and x.device.type == "cpu"
@@ -237,10 +244,7 @@ class Nf4DenseLinear(nn.Module):
             xt = x2.T.contiguous()  # [k, tokens]: each chunk's product is a contiguous block of out_t's rows
         for a in range(0, n, rows):
             r = min(rows, n - a)
-            ib, wb = idx[: r * k // 2], w[: r * k]
-            ib.copy_(self.packed[a * k // 2 : (a + r) * k // 2])
-            torch.index_select(pairs, 0, ib, out=wb.view(torch.int64))
-            wb = wb.view(-1, self.blocksize).mul_(self.absmax[a * per_row : (a + r) * per_row]).view(r, k)
+            wb = self._expand(a, r, pairs, idx, w)
             if onednn:
                 y[:, a : a + r] = onednn_linear(x2, wb)
             else:
